@@ -1,0 +1,74 @@
+"""Typed errors a caller can act on.
+
+Every message names where the problem is (file/line/field or config key), what
+was expected and what was found. Library code raises these; only the CLI turns
+them into an exit status.
+"""
+
+from __future__ import annotations
+
+
+class HotpipeError(Exception):
+    """Base class of every error hotpipe raises on purpose."""
+
+
+class DataFormatError(HotpipeError):
+    """Input data does not match the expected layout.
+
+    Attributes:
+        path: the file (or ``None`` for in-memory input).
+        line: 1-based line number, when the input is line-oriented.
+        field: the field name (``label``, ``I3``, ``C17``, a CSV column...).
+        expected: what a valid value looks like.
+        found: what was there (truncated for display).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        expected: str | None = None,
+        found: str | None = None,
+    ) -> None:
+        self.path, self.line, self.field = path, line, field
+        self.expected, self.found = expected, found
+        where = ":".join(str(p) for p in (path, line) if p is not None)
+        parts = [f"{where}: " if where else "", message]
+        if field is not None:
+            parts.append(f" (field {field}")
+            if expected is not None:
+                parts.append(f"; expected {expected}")
+            if found is not None:
+                parts.append(f"; found {found!r}")
+            parts.append(")")
+        elif expected is not None or found is not None:
+            parts.append(f" (expected {expected}; found {found!r})")
+        super().__init__("".join(parts))
+
+
+class ConfigError(HotpipeError):
+    """A configuration key is unknown or its value has the wrong type/range."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"config key {key!r}: {message}")
+
+
+class CapacityError(HotpipeError):
+    """The fast tier cannot hold the rows that must be resident at once.
+
+    Attributes:
+        needed: the minimum capacity (rows) that would have worked.
+        capacity: the capacity that was configured.
+    """
+
+    def __init__(self, message: str, *, needed: int, capacity: int) -> None:
+        self.needed, self.capacity = needed, capacity
+        super().__init__(f"{message}: need at least {needed} rows of fast-tier capacity, have {capacity}")
+
+
+class CheckpointError(HotpipeError):
+    """A checkpoint is missing, incomplete or does not match the run."""
