@@ -2,7 +2,13 @@
 
 from hotpipe.data.batch import Batch, JaggedIds
 from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
-from hotpipe.errors import CapacityError, CheckpointError, ConfigError, DataFormatError, HotpipeError
+from hotpipe.errors import (
+    CapacityError,
+    CheckpointError,
+    ConfigError,
+    DataFormatError,
+    HotpipeError,
+)
 
 __all__ = [
     "Batch",

@@ -1,0 +1,42 @@
+"""`hotpipe train`: the CLI face of ``hotpipe.train.run.train``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hotpipe.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "train", help="train a DLRM on a prepared/synthetic dataset",
+        description="Train a DLRM. Settings come from --config (YAML) and key=value overrides, "
+                    "e.g. cache.policy=lookahead cache.capacity=0.1 cache.window=64 cache.backing=file.")
+    p.add_argument("--data", required=True, help="dataset directory (from `hotpipe prepare` or `hotpipe synth`)")
+    p.add_argument("--out", required=True, help="run directory (metrics, history, checkpoints)")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from hotpipe.train.run import train  # keep `hotpipe --help` fast
+
+    overrides = [*args.overrides, f"data.path={args.data}"]
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    cfg = load_config(args.config, overrides)
+    m = train(cfg, args.out, resume=args.resume)
+    summary = {k: m[k] for k in ("steps", "final_loss", "val_auc", "val_logloss", "samples_per_s")}
+    if "teacher_auc" in m:
+        summary["teacher_auc"] = m["teacher_auc"]
+    c = m["cache"]
+    if c["policy"] != "none":
+        summary["cache_hit_rate"] = c["hit_rate"]
+        summary["rows_fetched"] = c["rows_fetched"]
+        summary["stall_seconds"] = c["stall_seconds"]
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,84 @@
+"""Batches over a memory-mapped columnar dataset, with lookahead.
+
+Batches are consecutive rows (``step`` k covers rows ``start + k*B`` ..):
+the order of the data on disk is kept, as Criteo training does (time order),
+and it makes every step's ids known in advance — the planner reads the ids
+of step k+W while step k trains (see ``plan/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from hotpipe.data.batch import Batch
+from hotpipe.data.columnar import ColumnarDataset
+
+
+class BatchLoader:
+    """Fixed-size batches of rows ``[start, stop)`` of a dataset.
+
+    The last partial batch is kept (``drop_last=False``) so that evaluation
+    sees every row; training may drop it to keep step shapes fixed.
+
+    Args:
+        dataset: an opened :class:`ColumnarDataset`.
+        batch_size: rows per batch B.
+        start, stop: the row range (a train or validation split).
+        drop_last: drop a final batch smaller than B.
+    """
+
+    def __init__(self, dataset: ColumnarDataset, *, batch_size: int, start: int = 0,
+                 stop: int | None = None, drop_last: bool = False, epochs: int = 1) -> None:
+        self.ds = dataset
+        self.batch_size = batch_size
+        self.start = start
+        self.stop = dataset.rows if stop is None else stop
+        n = max(0, self.stop - self.start)
+        self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+        # Epochs are laid end to end: step k reads batch k % steps_per_epoch.
+        self.num_steps = self.steps_per_epoch * epochs
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def _rows(self, step: int) -> slice:
+        if not 0 <= step < self.num_steps:
+            raise IndexError(f"step {step} out of range [0, {self.num_steps})")
+        lo = self.start + (step % self.steps_per_epoch) * self.batch_size
+        return slice(lo, min(lo + self.batch_size, self.stop))
+
+    def sparse_ids(self, step: int) -> np.ndarray:
+        """Local ids of one step: (B, T) int64, without reading the rest of the batch."""
+        return np.asarray(self.ds.sparse[self._rows(step)], dtype=np.int64)
+
+    def batch(self, step: int) -> Batch:
+        rows = self._rows(step)
+        return Batch(
+            dense=torch.from_numpy(np.array(self.ds.dense[rows], dtype=np.float32)),
+            sparse=torch.from_numpy(self.sparse_ids(step)),
+            labels=torch.from_numpy(np.array(self.ds.label[rows], dtype=np.float32)),
+        )
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self.batch(k) for k in range(self.num_steps))
+
+    def id_stream(self, offsets: np.ndarray, start_step: int = 0,
+                  stop_step: int | None = None) -> Iterator[np.ndarray]:
+        """Global ids of steps ``[start_step, stop_step)``: (B, T) int64, local + table offsets."""
+        for k in range(start_step, self.num_steps if stop_step is None else stop_step):
+            yield self.sparse_ids(k) + offsets
+
+
+def split_loaders(dataset: ColumnarDataset, *, batch_size: int, val_fraction: float,
+                  max_val_rows: int = 0, epochs: int = 1) -> tuple[BatchLoader, BatchLoader]:
+    """Train on the first rows, validate on the last ``val_fraction`` (time order)."""
+    n_val = int(dataset.rows * val_fraction)
+    split = dataset.rows - n_val
+    val_stop = dataset.rows if not max_val_rows else min(dataset.rows, split + max_val_rows)
+    train = BatchLoader(dataset, batch_size=batch_size, start=0, stop=split, drop_last=True,
+                        epochs=epochs)
+    val = BatchLoader(dataset, batch_size=batch_size, start=split, stop=val_stop)
+    return train, val

@@ -1,0 +1,118 @@
+"""Feeds: what the training loop iterates — each step's batch plus the slots
+its rows occupy in the fast tier, once they are resident.
+
+``DirectFeed`` keeps every row in one :class:`SlotStore` (untiered: slot =
+global row). The tiered feed (``train/tiered_feed.py``) plans with lookahead
+and moves rows between tiers in the background; the loop cannot tell them
+apart, which is what the exactness tests rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from hotpipe.data.batch import Batch
+from hotpipe.data.loader import BatchLoader
+from hotpipe.model.embedding import SlotStore
+from hotpipe.model.init import init_rows
+from hotpipe.model.sparse_optim import RowOptimizer
+
+
+@dataclass
+class StepInput:
+    step: int
+    batch: Batch
+    slots: torch.Tensor  # (B, T) int64 slots in the feed's SlotStore
+
+
+@dataclass
+class FeedStats:
+    """Cumulative data-movement counters (all zero for an untiered feed)."""
+
+    hits: int = 0
+    misses: int = 0
+    rows_fetched: int = 0
+    rows_written_back: int = 0
+    bytes_fetched: int = 0
+    stall_seconds: float = 0.0
+    per_table: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        lookups = self.hits + self.misses
+        return {
+            "hits": self.hits, "misses": self.misses,
+            "hit_rate": self.hits / lookups if lookups else 1.0,
+            "rows_fetched": self.rows_fetched, "rows_written_back": self.rows_written_back,
+            "bytes_fetched": self.bytes_fetched, "stall_seconds": self.stall_seconds,
+            "per_table": self.per_table,
+        }
+
+
+class Feed(Protocol):
+    store: SlotStore
+    stats: FeedStats
+
+    def steps(self, loader: BatchLoader, start: int, stop: int) -> Iterator[StepInput]: ...
+    def step_done(self, step: int) -> None: ...
+    def flush(self) -> None: ...
+    def read_rows(self, global_ids: torch.Tensor) -> torch.Tensor: ...
+    def export(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def load(self, weights: np.ndarray, state: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+
+
+def copy_rows(dst: torch.Tensor, src: np.ndarray, chunk: int = 1 << 16) -> None:
+    """Copy a (possibly memory-mapped, read-only) array into ``dst`` in chunks,
+    so a checkpoint bigger than free RAM never has to be loaded whole."""
+    for r0 in range(0, len(src), chunk):
+        dst[r0:r0 + chunk].copy_(torch.from_numpy(np.array(src[r0:r0 + chunk])))
+
+
+class DirectFeed:
+    """Every row resident: the untiered reference.
+
+    Args:
+        cardinalities: rows per table.
+        dim: embedding dimension D.
+        optimizer: provides the optimizer-state width and its initial value.
+        seed: initialisation seed (see ``model/init.py``).
+    """
+
+    def __init__(self, *, cardinalities: list[int], dim: int, optimizer: RowOptimizer,
+                 seed: int) -> None:
+        self.offsets = torch.tensor(np.cumsum([0, *cardinalities[:-1]]), dtype=torch.int64)
+        self.store = SlotStore.allocate(sum(cardinalities), dim, optimizer)
+        init_rows(cardinalities, dim, seed, lambda r0, rows: self.store.weights[r0:r0 + len(rows)].copy_(rows))
+        self.stats = FeedStats()
+
+    def steps(self, loader: BatchLoader, start: int, stop: int) -> Iterator[StepInput]:
+        for k in range(start, stop):
+            batch = loader.batch(k)
+            assert isinstance(batch.sparse, torch.Tensor)
+            yield StepInput(k, batch, batch.sparse + self.offsets)
+
+    def step_done(self, step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def read_rows(self, global_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) global ids -> (B, T, D) current weights (for evaluation)."""
+        b, t = global_ids.shape
+        return self.store.weights.index_select(0, global_ids.reshape(-1)).view(b, t, -1)
+
+    def export(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.weights.numpy(), self.store.state.numpy()
+
+    def load(self, weights: np.ndarray, state: np.ndarray) -> None:
+        copy_rows(self.store.weights, weights)
+        copy_rows(self.store.state, state)
+
+    def close(self) -> None:
+        pass
