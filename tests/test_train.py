@@ -70,7 +70,7 @@ def test_interrupted_checkpoint_leaves_previous_loadable(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(data, "train.max_steps=8"), tmp_path / "run", resume=True)
     monkeypatch.undo()
-    dense, _, _ = ck.load_checkpoint(tmp_path / "run")
+    dense, _ = ck.load_checkpoint(tmp_path / "run")
     assert dense["loop"]["step"] == 4
 
 

@@ -3,7 +3,8 @@
 Layout::
 
     RUN/checkpoints/step-00000123/   dense.pt (model, optimizer, counters),
-                                     emb_weights.npy, emb_state.npy
+                                     emb_records.npy (R, D+W): each row's weights
+                                     then its optimizer state
     RUN/checkpoints/LATEST           "step-00000123"
 
 A checkpoint directory is written under a temporary name, fsynced and
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,15 +34,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, arr)
-        f.flush()
+class RowSource(Protocol):
+    """Anything with a 2-D ``shape`` that can be sliced in row chunks."""
+
+    shape: tuple[int, int]
+
+    def __getitem__(self, rows: slice) -> np.ndarray: ...
+
+
+def _save_npy(path: Path, rows: RowSource, chunk: int = 1 << 16) -> None:
+    """Stream ``rows`` into a .npy file chunk by chunk: a table bigger than RAM
+    is checkpointed without ever being loaded whole."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(rows.shape))
+    for r0 in range(0, rows.shape[0], chunk):
+        out[r0:r0 + chunk] = rows[r0:r0 + chunk]
+    out.flush()
+    del out
+    with open(path, "rb+") as f:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(run_dir: Path, step: int, dense: dict[str, Any],
-                    emb_weights: np.ndarray, emb_state: np.ndarray, keep: int = 1) -> Path:
+def save_checkpoint(run_dir: Path, step: int, dense: dict[str, Any], records: RowSource,
+                    keep: int = 1) -> Path:
     """Write checkpoint ``step`` atomically and point LATEST at it."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -53,8 +67,7 @@ def save_checkpoint(run_dir: Path, step: int, dense: dict[str, Any],
         torch.save(dense, f)
         f.flush()
         os.fsync(f.fileno())
-    _save_npy(tmp / "emb_weights.npy", emb_weights)
-    _save_npy(tmp / "emb_state.npy", emb_state)
+    _save_npy(tmp / "emb_records.npy", records)
     _fsync_dir(tmp)
     final = root / name
     if final.exists():
@@ -72,8 +85,8 @@ def save_checkpoint(run_dir: Path, step: int, dense: dict[str, Any],
     return final
 
 
-def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Read the checkpoint LATEST names: (dense dict, weights, state)."""
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """Read the checkpoint LATEST names: (dense dict, (R, D+W) memory-mapped records)."""
     root = Path(run_dir) / "checkpoints"
     latest = root / "LATEST"
     if not latest.is_file():
@@ -81,8 +94,7 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarr
     ck = root / latest.read_text().strip()
     try:
         dense = torch.load(ck / "dense.pt", weights_only=False)
-        weights = np.load(ck / "emb_weights.npy", mmap_mode="r")
-        state = np.load(ck / "emb_state.npy", mmap_mode="r")
+        records = np.load(ck / "emb_records.npy", mmap_mode="r")
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {ck} is unreadable: {e}") from e
-    return dense, weights, state
+    return dense, records

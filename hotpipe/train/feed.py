@@ -21,6 +21,7 @@ from hotpipe.data.loader import BatchLoader
 from hotpipe.model.embedding import SlotStore
 from hotpipe.model.init import init_rows
 from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.train.checkpoint import RowSource
 
 
 @dataclass
@@ -61,9 +62,20 @@ class Feed(Protocol):
     def step_done(self, step: int) -> None: ...
     def flush(self) -> None: ...
     def read_rows(self, global_ids: torch.Tensor) -> torch.Tensor: ...
-    def export(self) -> tuple[np.ndarray, np.ndarray]: ...
-    def load(self, weights: np.ndarray, state: np.ndarray) -> None: ...
+    def export(self) -> RowSource: ...
+    def load(self, records: np.ndarray) -> None: ...
     def close(self) -> None: ...
+
+
+class _Records:
+    """Weights and state side by side as (R, D+W) records, built per slice."""
+
+    def __init__(self, weights: np.ndarray, state: np.ndarray) -> None:
+        self.weights, self.state = weights, state
+        self.shape = (weights.shape[0], weights.shape[1] + state.shape[1])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.concatenate([self.weights[rows], self.state[rows]], axis=1)
 
 
 def copy_rows(dst: torch.Tensor, src: np.ndarray, chunk: int = 1 << 16) -> None:
@@ -107,12 +119,13 @@ class DirectFeed:
         b, t = global_ids.shape
         return self.store.weights.index_select(0, global_ids.reshape(-1)).view(b, t, -1)
 
-    def export(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.store.weights.numpy(), self.store.state.numpy()
+    def export(self) -> RowSource:
+        return _Records(self.store.weights.numpy(), self.store.state.numpy())
 
-    def load(self, weights: np.ndarray, state: np.ndarray) -> None:
-        copy_rows(self.store.weights, weights)
-        copy_rows(self.store.state, state)
+    def load(self, records: np.ndarray) -> None:
+        d = self.store.dim
+        copy_rows(self.store.weights, records[:, :d])
+        copy_rows(self.store.state, records[:, d:])
 
     def close(self) -> None:
         pass

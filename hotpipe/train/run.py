@@ -19,7 +19,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -106,11 +105,11 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     state = LoopState()
 
     if resume:
-        dense, weights, opt_state = load_checkpoint(run)
+        dense, records = load_checkpoint(run)
         _check_resumable(dense["config"], cfg)
         model.load_state_dict(dense["model"])
         dense_opt.load_state_dict(dense["dense_opt"])
-        feed.load(np.asarray(weights), np.asarray(opt_state))
+        feed.load(records)
         state = LoopState(**dense["loop"])
         torch.set_rng_state(dense["rng"])
     else:
@@ -124,11 +123,10 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
 
     def checkpoint() -> None:
         feed.flush()
-        w, s = feed.export()
         save_checkpoint(run, state.step, {
             "model": model.state_dict(), "dense_opt": dense_opt.state_dict(),
             "loop": asdict(state), "rng": torch.get_rng_state(), "config": cfg.model_dump(),
-        }, w, s)
+        }, feed.export())
 
     def on_log(log: StepLog) -> None:
         history.write(json.dumps({"kind": "train", **asdict(log)}) + "\n")

@@ -1,0 +1,358 @@
+"""Reader for Criteo click logs (Kaggle ``train.txt``, Terabyte ``day_N``).
+
+One sample per line, 40 tab-separated fields, empty field = missing::
+
+    label \\t I1 .. I13 \\t C1 .. C26 \\n
+    0|1     integers       hex, <= 8 digits (32-bit hashes)
+            (may be < 0)
+
+Input may be plain or gzip (detected by magic bytes, not by name), read in
+blocks of about ``chunk_rows`` lines so memory stays bounded. Parsing is
+vectorized over a whole block with numpy: field boundaries come from one scan
+for tabs/newlines, and every integer/hex field is decoded from a fixed-width
+window of bytes ending at its tab, so no Python code runs per field. A plain
+per-line parser, :func:`parse_line`, is the reference the tests compare
+against and explains rejected lines.
+
+Throughput (this 2-core box, one thread, the 8k-line Kaggle sample repeated
+to 1.6M lines, parse only): about 600k lines/s; ``hotpipe prepare`` end to end
+with vocab encoding about 200k lines/s (see the prepare module).
+
+Also here: :func:`open_source`, the byte stream every reader uses (gzip
+sniffing, sha256 and byte count computed while streaming).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from hotpipe.data.encoding import BadLine, RawChunk
+from hotpipe.errors import ConfigError, DataFormatError
+
+NUM_DENSE = 13
+NUM_CATEGORICAL = 26
+DENSE_NAMES = tuple(f"I{i}" for i in range(1, NUM_DENSE + 1))
+CATEGORICAL_NAMES = tuple(f"C{i}" for i in range(1, NUM_CATEGORICAL + 1))
+FIELD_NAMES = ("label", *DENSE_NAMES, *CATEGORICAL_NAMES)
+NUM_FIELDS = len(FIELD_NAMES)  # 40
+
+_BYTES_PER_LINE = 256  # Kaggle lines average ~242 bytes; sizes the read blocks
+_MAX_LINE_BYTES = 1 << 20  # a "line" this long means the file is not Criteo text
+_MAX_DIGITS = 18  # keeps every accepted integer exact in int64
+_HEX_DIGITS = 8
+_PAD = 32  # zero bytes before a block so every field has a full window behind it
+_MAX_EXAMPLES = 10
+_TAB, _NL, _CR, _MINUS = 9, 10, 13, 45
+_CORRUPT_GZIP = "gzip stream is truncated or corrupt (this cannot be skipped)"
+
+_DIGIT = np.full(256, 255, np.uint8)
+_DIGIT[48:58] = np.arange(10)
+_HEX = _DIGIT.copy()
+_HEX[97:103] = np.arange(10, 16)  # a-f
+_HEX[65:71] = np.arange(10, 16)  # A-F
+
+_INT_RE = re.compile(rb"-?[0-9]{1,%d}" % _MAX_DIGITS)
+_HEX_RE = re.compile(rb"[0-9a-fA-F]{1,%d}" % _HEX_DIGITS)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class SourceStream:
+    """A readable byte stream over a file that may be gzip-compressed.
+
+    Hashes (sha256) and counts the *file's* bytes as they are read, so the
+    dataset manifest can record them without a second pass.
+
+    Attributes:
+        path: the file.
+        compressed: whether it is gzip.
+        size: the file size in bytes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self.compressed = self._raw.read(2) == b"\x1f\x8b"
+        self._raw.seek(0)
+        self._sha = hashlib.sha256()
+        self.bytes_read = 0
+        self._hashing = _HashingReader(self._raw, self)
+        self._stream: io.RawIOBase | gzip.GzipFile = (
+            gzip.GzipFile(fileobj=self._hashing, mode="rb") if self.compressed else self._hashing)
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` decompressed bytes; b"" at the end."""
+        try:
+            return self._stream.read(n) or b""
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise DataFormatError(_CORRUPT_GZIP, path=str(self.path), expected="a complete gzip stream",
+                                  found=str(e)) from e
+
+    def readable(self) -> bool:  # lets pyarrow treat this as a file object
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def sha256(self) -> str:
+        """Digest of the whole file; reads whatever the decoder left unread."""
+        while self._hashing.read(1 << 20):
+            pass
+        return self._sha.hexdigest()
+
+    def record(self) -> dict[str, object]:
+        """The manifest's ``sources`` entry."""
+        return {"path": str(self.path.resolve()), "bytes": self.size, "sha256": self.sha256(),
+                "compression": "gzip" if self.compressed else "none"}
+
+    def close(self) -> None:
+        self._stream.close()
+        self._raw.close()
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, raw: BinaryIO, owner: SourceStream) -> None:
+        self._raw, self._owner = raw, owner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._raw.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self._owner._sha.update(memoryview(b)[:n])
+            self._owner.bytes_read += n
+        return n or 0
+
+
+@contextmanager
+def open_source(path: str | os.PathLike[str]) -> Iterator[SourceStream]:
+    """Open a (possibly gzip) input file as a hashing :class:`SourceStream`."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataFormatError("input file not found", path=str(p), expected="a readable file",
+                              found="nothing" if not p.exists() else "not a regular file")
+    stream = SourceStream(p)
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+# ----------------------------------------------------------------- reference parser
+
+
+def parse_line(line: bytes) -> tuple[int, list[int | None], list[int | None]]:
+    """Parse one line the slow, obvious way (the reference for the fast path).
+
+    Args:
+        line: one line without its trailing newline.
+    Returns:
+        (label, 13 dense ints or None, 26 categorical uint32 values or None).
+    Raises:
+        DataFormatError: naming the field, what was expected and what was found
+            (no path/line: the caller adds them).
+    """
+    line = line[:-1] if line.endswith(b"\r") else line
+    fields = line.split(b"\t")
+    if len(fields) != NUM_FIELDS:
+        raise DataFormatError("malformed line", field="line",
+                              expected=f"{NUM_FIELDS} tab-separated fields", found=f"{len(fields)} fields")
+    if fields[0] not in (b"0", b"1"):
+        raise _field_error("label", "0 or 1", fields[0])
+    dense: list[int | None] = []
+    for name, f in zip(DENSE_NAMES, fields[1:14], strict=True):
+        if f and not _INT_RE.fullmatch(f):
+            raise _field_error(name, f"an integer of at most {_MAX_DIGITS} digits or empty", f)
+        dense.append(int(f) if f else None)
+    cats: list[int | None] = []
+    for name, f in zip(CATEGORICAL_NAMES, fields[14:], strict=True):
+        if f and not _HEX_RE.fullmatch(f):
+            raise _field_error(name, f"hex of at most {_HEX_DIGITS} digits or empty", f)
+        cats.append(int(f, 16) if f else None)
+    return int(fields[0]), dense, cats
+
+
+def _field_error(name: str, expected: str, found: bytes) -> DataFormatError:
+    shown = found[:40].decode("utf-8", "replace") + ("..." if len(found) > 40 else "")
+    return DataFormatError("malformed line", field=name, expected=expected, found=shown)
+
+
+def _explain(line: bytes, path: str, line_no: int) -> BadLine:
+    try:
+        parse_line(line)
+    except DataFormatError as e:
+        return BadLine(path, line_no, e.field or "line", e.expected or "", e.found or "")
+    # Only reachable if the fast parser and the reference disagree (a bug).
+    return BadLine(path, line_no, "line", "a line the vectorized parser accepts", "rejected")
+
+
+# ---------------------------------------------------------------- vectorized parser
+
+
+def _windows(buf: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes before each field end: ends (m,) -> (m, width) uint8."""
+    return np.lib.stride_tricks.sliding_window_view(buf, width)[ends - width]
+
+
+def _parse_ints(buf: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode optional-minus decimal fields.
+
+    Args:
+        buf: the padded block; ends, lens: (m,) field end offsets and lengths.
+    Returns:
+        (values (m,) float64 with NaN for empty, bad (m,) bool).
+    """
+    width = int(min(max(int(lens.max(initial=0)), 1), _MAX_DIGITS + 1))
+    win = _windows(buf, ends, width)  # (m, W), right-aligned
+    col = np.arange(width)
+    first = width - np.minimum(lens, width)  # column of the leftmost character
+    minus = (lens >= 2) & (win[np.arange(len(ends)), np.minimum(first, width - 1)] == _MINUS)
+    is_digit_pos = (col >= first[:, None]) & ~((col == first[:, None]) & minus[:, None])
+    digit = _DIGIT[win]  # 255 where not a digit
+    bad = (is_digit_pos & (digit == 255)).any(axis=1) | (lens - minus > _MAX_DIGITS)
+    pow10 = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)  # (W,)
+    value = (np.where(is_digit_pos, digit, 0).astype(np.int64) * pow10).sum(axis=1)
+    out = np.where(minus, -value, value).astype(np.float64)
+    out[lens == 0] = np.nan
+    return out, bad
+
+
+def _parse_hex(buf: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode hex fields of up to 8 digits.
+
+    Returns:
+        (values (m,) uint64, bad (m,) bool); empty fields give 0 and not bad.
+    """
+    win = _windows(buf, ends, _HEX_DIGITS)  # (m, 8), right-aligned
+    in_field = np.arange(_HEX_DIGITS) >= (_HEX_DIGITS - np.minimum(lens, _HEX_DIGITS))[:, None]
+    nib = _HEX[win]
+    bad = (in_field & (nib == 255)).any(axis=1) | (lens > _HEX_DIGITS)
+    nib = np.where(in_field, nib, 0).astype(np.uint8)
+    # Two nibbles per byte, then the 4 bytes read as one big-endian uint32.
+    packed = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])  # (m, 4)
+    return packed.view(">u4").reshape(-1).astype(np.uint64), bad
+
+
+def _split_fields(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Field boundaries of a block of whole lines.
+
+    Returns:
+        (starts (S,), ends (S,) with a trailing '\\r' excluded, line index of
+        each field (S,), newline offsets (n_lines,)).
+    """
+    is_nl = buf == _NL
+    ends = np.flatnonzero(is_nl | (buf == _TAB))
+    at_nl = is_nl[ends]
+    line_of = np.cumsum(at_nl) - at_nl
+    starts = np.empty_like(ends)
+    starts[0] = _PAD
+    starts[1:] = ends[:-1] + 1
+    nl_pos = ends[at_nl]
+    cr = at_nl & (ends > starts) & (buf[ends - 1] == _CR)
+    return starts, ends - cr, line_of, nl_pos
+
+
+def _parse_block(buf: np.ndarray, path: str, first_line: int, skip: bool) -> RawChunk:
+    """Parse a padded block of whole lines into a chunk (see module docstring)."""
+    starts, ends, line_of, nl_pos = _split_fields(buf)
+    n_lines = nl_pos.shape[0]
+    count_ok = np.bincount(line_of, minlength=n_lines) == NUM_FIELDS
+    if not count_ok.all():
+        keep = count_ok[line_of]
+        starts, ends = starts[keep], ends[keep]
+    ends = ends.reshape(-1, NUM_FIELDS)  # (n, 40)
+    lens = ends - starts.reshape(-1, NUM_FIELDS)
+    label_byte = buf[ends[:, 0] - 1]
+    label_bad = (lens[:, 0] != 1) | ((label_byte != 48) & (label_byte != 49))
+    dense, dense_bad = _parse_ints(buf, ends[:, 1:14].ravel(), lens[:, 1:14].ravel())
+    keys, cat_bad = _parse_hex(buf, ends[:, 14:].ravel(), lens[:, 14:].ravel())
+    row_bad = label_bad | dense_bad.reshape(-1, NUM_DENSE).any(1) | cat_bad.reshape(-1, NUM_CATEGORICAL).any(1)
+    line_bad = ~count_ok
+    line_bad[np.flatnonzero(count_ok)[row_bad]] = True
+    examples: tuple[BadLine, ...] = ()
+    if line_bad.any():
+        bad_idx = np.flatnonzero(line_bad)
+        shown = bad_idx[:1] if not skip else bad_idx[:_MAX_EXAMPLES]
+        line_starts = np.r_[_PAD, nl_pos[:-1] + 1]
+        examples = tuple(_explain(buf[line_starts[i]:nl_pos[i]].tobytes(), path, first_line + int(i))
+                         for i in shown)
+        if not skip:
+            raise examples[0].to_error()
+    good = ~row_bad
+    return RawChunk(
+        label=(label_byte[good] - 48).astype(np.float32),
+        dense=dense.reshape(-1, NUM_DENSE)[good],
+        keys=keys.reshape(-1, NUM_CATEGORICAL)[good],
+        missing=lens[good, 14:] == 0,
+        bad_count=int(line_bad.sum()),
+        bad=examples,
+    )
+
+
+def _iter_blocks(stream: SourceStream, path: str, block_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first line number, padded uint8 block of whole lines)."""
+    carry, line_no = b"", 1
+    while True:
+        try:
+            data = stream.read(block_bytes)
+        except DataFormatError as e:
+            raise DataFormatError(_CORRUPT_GZIP, path=path, line=line_no + carry.count(b"\n"),
+                                  expected=e.expected, found=e.found) from e
+        if not data and not carry:
+            return
+        buf = carry + data if data else carry + b"\n"  # the last line may lack its newline
+        cut = buf.rfind(b"\n") + 1
+        lines = buf.count(b"\n", 0, cut)
+        carry = buf[cut:]
+        if len(carry) > _MAX_LINE_BYTES:
+            raise DataFormatError("line too long; is this a Criteo text file?", path=path,
+                                  line=line_no + lines, expected=f"lines under {_MAX_LINE_BYTES} bytes",
+                                  found=f"{len(carry)}+ bytes without a newline")
+        if cut:
+            block = np.empty(_PAD + cut, np.uint8)
+            block[:_PAD] = 0
+            block[_PAD:] = np.frombuffer(buf, np.uint8, count=cut)
+            yield line_no, block
+            line_no += lines
+
+
+def read_criteo(stream: SourceStream, *, chunk_rows: int = 131072,
+                on_bad_line: str = "error") -> Iterator[RawChunk]:
+    """Stream a Criteo file as :class:`RawChunk` s (keys = the hex values).
+
+    Args:
+        stream: from :func:`open_source`.
+        chunk_rows: about this many lines per chunk (read as chunk_rows * 256 bytes).
+        on_bad_line: ``"error"`` raises DataFormatError at the first bad line;
+            ``"skip"`` drops bad lines and reports them in the chunks. A
+            corrupt gzip stream is an error either way.
+    Yields:
+        chunks with label (n,), dense (n, 13) raw, keys (n, 26), missing (n, 26).
+    """
+    if on_bad_line not in ("error", "skip"):
+        raise ConfigError("on_bad_line", f"expected 'error' or 'skip', found {on_bad_line!r}")
+    if chunk_rows < 1:
+        raise ConfigError("chunk_rows", f"expected a positive integer, found {chunk_rows}")
+    path = str(stream.path)
+    for first_line, block in _iter_blocks(stream, path, chunk_rows * _BYTES_PER_LINE):
+        yield _parse_block(block, path, first_line, skip=on_bad_line == "skip")
+
+
+def format_hex(keys: np.ndarray) -> list[str]:
+    """Keys back to Criteo's 8-digit lowercase hex (for decoding vocabularies)."""
+    return [f"{k:08x}" for k in np.asarray(keys, np.uint64).tolist()]

@@ -1,0 +1,188 @@
+"""Backing tiers: where every row (weights + optimizer state) lives in full.
+
+A row is stored as one record of ``D + W`` float32 (weights, then the
+optimizer state), so the state travels with the row: a fetch or write-back
+moves both in one contiguous read/write and evicting a row can never reset
+its accumulator.
+
+- :class:`HostBacking`: one (R, D+W) tensor in RAM (pinned when CUDA is
+  present, so copies to the device can be asynchronous).
+- :class:`FileBacking`: one file per table, memory-mapped, for tables bigger
+  than RAM. Reads and writes are vectorized gathers/scatters over the map
+  (``index_select``/``index_copy_`` release the GIL and run on all cores, so
+  page faults are taken in parallel in the background thread); the OS writes
+  dirty pages back and ``flush()`` forces it. Chosen over pread/pwrite
+  because a row-granular pread from Python is a call per row.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from hotpipe.model.init import init_rows
+from hotpipe.model.sparse_optim import RowOptimizer
+
+
+class BackingStore(Protocol):
+    num_rows: int
+    width: int  # D + W
+
+    def read(self, ids: torch.Tensor) -> torch.Tensor: ...  # (M,) -> (M, D+W)
+    def write(self, ids: torch.Tensor, records: torch.Tensor) -> None: ...
+    def flush(self) -> None: ...
+    def export(self) -> np.ndarray: ...  # (R, D+W) view, complete after flush()
+    def load(self, records: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+
+
+def _initial_records(write_block, cardinalities: list[int], dim: int, optimizer: RowOptimizer,
+                     seed: int) -> None:
+    """Fill every record: deterministic weights (model/init.py) + fresh optimizer state."""
+    def put(r0: int, rows: torch.Tensor) -> None:
+        state = optimizer.init_state(rows.shape[0], dim)
+        write_block(r0, torch.cat([rows, state], dim=1))
+
+    init_rows(cardinalities, dim, seed, put)
+
+
+class HostBacking:
+    """All rows in host RAM."""
+
+    def __init__(self, *, cardinalities: list[int], dim: int, optimizer: RowOptimizer,
+                 seed: int, pin: bool = False) -> None:
+        self.num_rows = sum(cardinalities)
+        self.width = dim + optimizer.state_width
+        self.data = torch.empty(self.num_rows, self.width, pin_memory=pin)
+
+        def block(r0: int, rec: torch.Tensor) -> None:
+            self.data[r0:r0 + rec.shape[0]].copy_(rec)
+
+        _initial_records(block, cardinalities, dim, optimizer, seed)
+
+    def read(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.data.index_select(0, ids)
+
+    def write(self, ids: torch.Tensor, records: torch.Tensor) -> None:
+        self.data.index_copy_(0, ids, records)
+
+    def flush(self) -> None:
+        pass
+
+    def export(self) -> np.ndarray:
+        return self.data.numpy()
+
+    def load(self, records: np.ndarray) -> None:
+        for r0 in range(0, len(records), 1 << 16):
+            self.data[r0:r0 + (1 << 16)].copy_(torch.from_numpy(np.array(records[r0:r0 + (1 << 16)])))
+
+    def close(self) -> None:
+        pass
+
+
+class FileBacking:
+    """One memory-mapped file per table under ``directory``.
+
+    Args:
+        directory: where ``table-XXX.f32`` files are created (or reused when
+            ``reuse=True`` and their sizes match — the bigger-than-RAM
+            benchmark initialises once).
+    """
+
+    def __init__(self, *, directory: str | os.PathLike[str], cardinalities: list[int], dim: int,
+                 optimizer: RowOptimizer, seed: int, reuse: bool = False) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.num_rows = sum(cardinalities)
+        self.width = dim + optimizer.state_width
+        self.cards = list(cardinalities)
+        self.offsets = np.cumsum([0, *cardinalities])
+        self.maps: list[np.memmap] = []
+        self.tensors: list[torch.Tensor] = []
+        fresh = False
+        for t, card in enumerate(cardinalities):
+            path = self.dir / f"table-{t:03d}.f32"
+            want = card * self.width * 4
+            if not (reuse and path.is_file() and path.stat().st_size == want):
+                fresh = True
+                with open(path, "wb") as f:
+                    f.truncate(want)
+            mm = np.memmap(path, dtype=np.float32, mode="r+", shape=(card, self.width))
+            self.maps.append(mm)
+            self.tensors.append(torch.from_numpy(mm))
+        if fresh:
+            _initial_records(self._write_block, cardinalities, dim, optimizer, seed)
+            self.flush()
+
+    def _write_block(self, r0: int, rec: torch.Tensor) -> None:
+        t = int(np.searchsorted(self.offsets, r0, side="right") - 1)
+        lo = r0 - int(self.offsets[t])
+        self.tensors[t][lo:lo + rec.shape[0]].copy_(rec)
+
+    def _split(self, ids: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Group global ids by table: [(table, positions in ids, local ids)]."""
+        off = torch.from_numpy(self.offsets)
+        table = torch.searchsorted(off, ids, right=True) - 1
+        order = torch.argsort(table, stable=True)
+        counts = torch.bincount(table, minlength=len(self.cards)).tolist()
+        out, start = [], 0
+        for t, c in enumerate(counts):
+            if c:
+                pos = order[start:start + c]
+                out.append((t, pos, ids[pos] - int(self.offsets[t])))
+            start += c
+        return out
+
+    def read(self, ids: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(ids.shape[0], self.width)
+        for t, pos, local in self._split(ids):
+            out.index_copy_(0, pos, self.tensors[t].index_select(0, local))
+        return out
+
+    def write(self, ids: torch.Tensor, records: torch.Tensor) -> None:
+        for t, pos, local in self._split(ids):
+            self.tensors[t].index_copy_(0, local, records.index_select(0, pos))
+
+    def flush(self) -> None:
+        for mm in self.maps:
+            mm.flush()
+
+    def export(self) -> np.ndarray:
+        # A checkpoint of a bigger-than-RAM table must stream: concatenate lazily.
+        return _ConcatRows(self.maps)  # type: ignore[return-value]
+
+    def load(self, records: np.ndarray) -> None:
+        for r0 in range(0, len(records), 1 << 16):
+            self._write_block(r0, torch.from_numpy(np.array(records[r0:r0 + (1 << 16)])))
+        self.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.tensors.clear()
+        self.maps.clear()
+
+
+class _ConcatRows:
+    """A read-only row-concatenation of per-table maps, sliceable in row chunks."""
+
+    def __init__(self, maps: list[np.memmap]) -> None:
+        self.maps = maps
+        self.offsets = np.cumsum([0] + [len(m) for m in maps])
+        self.shape = (int(self.offsets[-1]), maps[0].shape[1] if maps else 0)
+        self.dtype = np.float32
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        lo, hi, _ = sl.indices(self.shape[0])
+        parts = []
+        for t, mm in enumerate(self.maps):
+            a, b = max(lo, int(self.offsets[t])), min(hi, int(self.offsets[t + 1]))
+            if a < b:
+                parts.append(mm[a - int(self.offsets[t]):b - int(self.offsets[t])])
+        return np.concatenate(parts) if parts else np.zeros((0, self.shape[1]), np.float32)

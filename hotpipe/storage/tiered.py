@@ -1,0 +1,122 @@
+"""The tiered store: a fixed-slot fast cache in front of a backing tier.
+
+It applies :class:`~hotpipe.plan.types.StepPlan` s — write back evicted
+dirty rows, read fetched rows — and keeps the counters the trainer reports.
+It does not decide anything: the planner did. Applying a plan returns a
+handle with ``.wait()`` so the pipeline decides when to block.
+
+Row records are ``[weights | optimizer state]``; the cache stores them in a
+:class:`~hotpipe.model.embedding.SlotStore` (two tensors indexed by slot)
+that the embedding module reads and updates directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hotpipe.model.embedding import SlotStore
+from hotpipe.plan.types import StepPlan
+from hotpipe.storage.backing import BackingStore
+
+
+@dataclass
+class MoveCounts:
+    rows_fetched: int = 0
+    rows_written_back: int = 0
+    bytes_fetched: int = 0
+    bytes_written_back: int = 0
+
+
+class TieredStore:
+    """Cache slots + backing rows; applies plans in order.
+
+    Args:
+        cache: the fast tier's slots (on the training device).
+        backing: the complete table (host RAM or files).
+        num_tables_offsets: (T+1,) exclusive-cumsum of cardinalities, for
+            per-table counters.
+    """
+
+    def __init__(self, *, cache: SlotStore, backing: BackingStore, table_bounds: np.ndarray) -> None:
+        self.cache = cache
+        self.backing = backing
+        self.dim = cache.dim
+        self.bounds = torch.from_numpy(np.asarray(table_bounds, dtype=np.int64))
+        # slot -> global id held there (-1 = free); needed by flush().
+        self.slot_ids = torch.full((cache.num_slots,), -1, dtype=torch.int64)
+        self.counts = MoveCounts()
+        self.fetched_per_table = torch.zeros(len(table_bounds) - 1, dtype=torch.int64)
+        self._lock = threading.Lock()  # apply() and flush() never interleave
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hotpipe-move")
+        device = cache.weights.device
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def _records(self, slots: torch.Tensor) -> torch.Tensor:
+        """(M,) slots -> (M, D+W) records read from the cache, on the host."""
+        w = self.cache.weights.index_select(0, slots)
+        s = self.cache.state.index_select(0, slots)
+        return torch.cat([w, s], dim=1).cpu()
+
+    def _write_back(self, ids: torch.Tensor, slots: torch.Tensor) -> None:
+        dirty = self.cache.dirty.index_select(0, slots.to(self.cache.dirty.device)).cpu()
+        if bool(dirty.any()):
+            ids, slots = ids[dirty], slots[dirty]
+            self.backing.write(ids, self._records(slots.to(self.cache.weights.device)))
+            self.counts.rows_written_back += int(ids.numel())
+            self.counts.bytes_written_back += int(ids.numel()) * self.backing.width * 4
+
+    def apply(self, plan: StepPlan) -> None:
+        """Evict (write back dirty rows) then fetch, synchronously."""
+        with self._lock:
+            dev = self.cache.weights.device
+            if plan.evict_ids.size:
+                ids = torch.from_numpy(plan.evict_ids)
+                slots = torch.from_numpy(plan.evict_slots)
+                self._write_back(ids, slots)
+                self.slot_ids[slots] = -1
+            if plan.fetch_ids.size:
+                ids = torch.from_numpy(plan.fetch_ids)
+                slots = torch.from_numpy(plan.fetch_slots)
+                rec = self.backing.read(ids)  # (M, D+W) host
+                slots_dev = slots.to(dev)
+                rec_dev = rec.to(dev, non_blocking=True)
+                self.cache.weights.index_copy_(0, slots_dev, rec_dev[:, : self.dim])
+                if self.cache.state.shape[1]:
+                    self.cache.state.index_copy_(0, slots_dev, rec_dev[:, self.dim:])
+                self.cache.dirty[slots_dev] = False
+                self.slot_ids[slots] = ids
+                n = int(ids.numel())
+                self.counts.rows_fetched += n
+                self.counts.bytes_fetched += n * self.backing.width * 4
+                table = torch.searchsorted(self.bounds, ids, right=True) - 1
+                self.fetched_per_table += torch.bincount(table, minlength=len(self.fetched_per_table))
+
+    def apply_async(self, plan: StepPlan) -> Future[None]:
+        """Apply on the mover thread (and a side CUDA stream); returns a handle with ``.result()``."""
+        def run() -> None:
+            if self._stream is not None:
+                with torch.cuda.stream(self._stream):
+                    self.apply(plan)
+                self._stream.synchronize()
+            else:
+                self.apply(plan)
+
+        return self._pool.submit(run)
+
+    def flush(self) -> None:
+        """Write every dirty resident row back: the backing tier is then complete."""
+        with self._lock:
+            slots = torch.nonzero(self.cache.dirty.cpu() & (self.slot_ids >= 0)).squeeze(1)
+            if slots.numel():
+                self._write_back(self.slot_ids[slots], slots)
+                self.cache.dirty[slots.to(self.cache.dirty.device)] = False
+            self.backing.flush()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.backing.close()

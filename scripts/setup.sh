@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install hotpipe into it. Torch's CPU wheel is installed
+# first and pinned, so pip never pulls a multi-GB CUDA build; the package
+# itself only asks for torch>=2.4 (GPU users bring their own build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-}"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
+python -c "import torch" >/dev/null
+python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 | grep -v '^WARNING: Location' || true
+python -c "import hotpipe" >/dev/null
