@@ -121,3 +121,20 @@ def test_cli_reports_bad_dataset(tmp_path, capsys):
     rc = main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")])
     assert rc == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_report_renders(tmp_path):
+    from PIL import Image
+
+    from hotpipe.train.report import write_report
+
+    data = make_dataset(tmp_path / "d", rows=1024)
+    train(_cfg(data, "train.eval_every=5", "train.epochs=2"), tmp_path / "run")
+    report = write_report(tmp_path / "run")
+    text = report.read_text()
+    assert "val_auc" in text and "plots/loss.png" in text
+    for name in ("loss", "val_auc", "throughput", "cache", "bytes_moved"):
+        png = tmp_path / "run" / "plots" / f"{name}.png"
+        assert png.stat().st_size > 1000
+        with Image.open(png) as im:
+            assert im.size[0] > 100

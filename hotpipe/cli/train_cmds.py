@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="skip report.md and plots")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to RUN/tensorboard (needs the tensorboard package)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_train)
 
@@ -29,7 +32,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides.append("train.progress=false")
     cfg = load_config(args.config, overrides)
-    m = train(cfg, args.out, resume=args.resume)
+    m = train(cfg, args.out, resume=args.resume, report=not args.no_report,
+              tensorboard=args.tensorboard)
     summary = {k: m[k] for k in ("steps", "final_loss", "val_auc", "val_logloss", "samples_per_s")}
     if "teacher_auc" in m:
         summary["teacher_auc"] = m["teacher_auc"]

@@ -209,43 +209,93 @@ def _windows(buf: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(buf, width)[ends - width]
 
 
+def _words(buf: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The 8 bytes before each field end as one little-endian word: (m,) -> (m,) uint64.
+
+    Byte i of the word is character i of the right-aligned window, so the
+    field's own characters are the high bytes (see ``_HIGH_BYTES``).
+    """
+    unaligned = np.ndarray((buf.shape[0] - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    return unaligned[ends - 8]
+
+
+def _u64(x: int) -> np.uint64:
+    return np.uint64(x & 0xFFFFFFFFFFFFFFFF)
+
+
+# _HIGH_BYTES[k]: the top k bytes of a word set, i.e. the last k characters of a window.
+_HIGH_BYTES = np.array([_u64(~((1 << (8 * (8 - k))) - 1)) if k else 0 for k in range(9)], np.uint64)
+_ONES = {c: _u64(int.from_bytes(bytes([c]) * 8, "little")) for c in (0x0F, 0x30, 0x06, 0x80, 0xF0, 0x33)}
+
+
 def _parse_ints(buf: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode optional-minus decimal fields.
+    """Decode optional-minus decimal fields, 8 characters at a time (SWAR).
 
     Args:
         buf: the padded block; ends, lens: (m,) field end offsets and lengths.
     Returns:
         (values (m,) float64 with NaN for empty, bad (m,) bool).
     """
-    width = int(min(max(int(lens.max(initial=0)), 1), _MAX_DIGITS + 1))
+    short = np.minimum(lens, 8)
+    x = _words(buf, ends)  # (m,)
+    lead = (x >> (np.uint64(8) * (8 - short).astype(np.uint64))) & np.uint64(0xFF)  # first char
+    minus = (lens >= 2) & (lead == _MINUS)
+    digits = _HIGH_BYTES[short - minus]
+    x = (x & digits) | (_ONES[0x30] & ~digits)  # everything that is not a digit becomes '0'
+    # A byte is an ASCII digit iff its high nibble is 3 and adding 6 does not carry out of it.
+    hi = _ONES[0xF0]
+    bad = ((x & hi) | (((x + _ONES[0x06]) & hi) >> np.uint64(4))) != _ONES[0x33]
+    x -= _ONES[0x30]
+    x = (x * np.uint64(10) + (x >> np.uint64(8))) & _u64(0x00FF00FF00FF00FF)
+    x = (x * np.uint64(100) + (x >> np.uint64(16))) & _u64(0x0000FFFF0000FFFF)
+    value = ((x * np.uint64(10000) + (x >> np.uint64(32))) & _u64(0xFFFFFFFF)).astype(np.float64)
+    long = np.flatnonzero(lens > 8)
+    if long.size:  # rare in Criteo: decode the few longer fields the plain way
+        value[long], bad[long] = _parse_long_ints(buf, ends[long], lens[long])
+        minus[long] = False  # the long path returns signed values
+    value[minus] = -value[minus]
+    value[lens == 0] = np.nan
+    return value, bad
+
+
+def _parse_long_ints(buf: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fields with more than 8 digits: (m,) -> (signed float64 values, bad)."""
+    width = int(min(lens.max(), _MAX_DIGITS + 1))
     win = _windows(buf, ends, width)  # (m, W), right-aligned
     col = np.arange(width)
     first = width - np.minimum(lens, width)  # column of the leftmost character
-    minus = (lens >= 2) & (win[np.arange(len(ends)), np.minimum(first, width - 1)] == _MINUS)
+    minus = win[np.arange(len(ends)), first] == _MINUS
     is_digit_pos = (col >= first[:, None]) & ~((col == first[:, None]) & minus[:, None])
     digit = _DIGIT[win]  # 255 where not a digit
     bad = (is_digit_pos & (digit == 255)).any(axis=1) | (lens - minus > _MAX_DIGITS)
     pow10 = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)  # (W,)
     value = (np.where(is_digit_pos, digit, 0).astype(np.int64) * pow10).sum(axis=1)
-    out = np.where(minus, -value, value).astype(np.float64)
-    out[lens == 0] = np.nan
-    return out, bad
+    return np.where(minus, -value, value).astype(np.float64), bad
+
+
+def _pair_table() -> np.ndarray:
+    """(65536,) uint16: two hex characters (first in the low byte) -> their byte, or 0x100 if invalid."""
+    pair = np.arange(1 << 16)
+    hi, lo = _HEX[pair & 0xFF].astype(np.uint16), _HEX[pair >> 8].astype(np.uint16)
+    return np.where((hi == 255) | (lo == 255), 0x100, (hi << 4) | lo).astype(np.uint16)
+
+
+_HEX_PAIR = _pair_table()
 
 
 def _parse_hex(buf: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode hex fields of up to 8 digits.
+    """Decode hex fields of up to 8 digits, two characters per table lookup.
 
     Returns:
         (values (m,) uint64, bad (m,) bool); empty fields give 0 and not bad.
     """
-    win = _windows(buf, ends, _HEX_DIGITS)  # (m, 8), right-aligned
-    in_field = np.arange(_HEX_DIGITS) >= (_HEX_DIGITS - np.minimum(lens, _HEX_DIGITS))[:, None]
-    nib = _HEX[win]
-    bad = (in_field & (nib == 255)).any(axis=1) | (lens > _HEX_DIGITS)
-    nib = np.where(in_field, nib, 0).astype(np.uint8)
-    # Two nibbles per byte, then the 4 bytes read as one big-endian uint32.
-    packed = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])  # (m, 4)
-    return packed.view(">u4").reshape(-1).astype(np.uint64), bad
+    in_field = _HIGH_BYTES[np.minimum(lens, 8)]
+    x = (_words(buf, ends) & in_field) | (_ONES[0x30] & ~in_field)  # pad on the left with '0'
+    # 16-bit lane j now holds the byte of characters 2j, 2j+1 (most significant first).
+    x = _HEX_PAIR[x.view(np.uint16)].view(np.uint64)
+    bad = ((x & _u64(0x0100010001000100)) != 0) | (lens > _HEX_DIGITS)
+    x = ((x << np.uint64(8)) | (x >> np.uint64(16))) & _u64(0x0000FFFF0000FFFF)
+    return ((x << np.uint64(16)) | (x >> np.uint64(32))) & _u64(0xFFFFFFFF), bad
 
 
 def _split_fields(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -132,7 +132,10 @@ class EvictionPolicy(ABC):
 
     @abstractmethod
     def on_release(self, ids: np.ndarray) -> np.ndarray:
-        """Rows (n,) int64 just unpinned; return those to evict right away."""
+        """Rows (n,) int64 just unpinned; return those to evict right away.
+
+        The planner keeps any of the returned rows that step ``s`` uses.
+        """
 
     @abstractmethod
     def victims(self, k: int) -> np.ndarray:

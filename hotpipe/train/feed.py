@@ -40,6 +40,7 @@ class FeedStats:
     rows_fetched: int = 0
     rows_written_back: int = 0
     bytes_fetched: int = 0
+    bytes_written_back: int = 0
     stall_seconds: float = 0.0
     per_table: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -49,7 +50,8 @@ class FeedStats:
             "hits": self.hits, "misses": self.misses,
             "hit_rate": self.hits / lookups if lookups else 1.0,
             "rows_fetched": self.rows_fetched, "rows_written_back": self.rows_written_back,
-            "bytes_fetched": self.bytes_fetched, "stall_seconds": self.stall_seconds,
+            "bytes_fetched": self.bytes_fetched, "bytes_written_back": self.bytes_written_back,
+            "stall_seconds": self.stall_seconds,
             "per_table": self.per_table,
         }
 

@@ -77,8 +77,13 @@ def _check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
                                    f"{a.get(key)!r}, now {b.get(key)!r}")
 
 
-def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = False) -> dict[str, Any]:
-    """Train as configured; returns (and writes) the metrics."""
+def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
+          report: bool = False, tensorboard: bool = False) -> dict[str, Any]:
+    """Train as configured; returns (and writes) the metrics.
+
+    ``report`` renders report.md + plots (train/report.py); ``tensorboard``
+    also logs scalars to ``RUN/tensorboard`` via torch.utils.tensorboard.
+    """
     if cfg.data.path is None:
         raise ConfigError("data.path", "no dataset given (use --data DIR)")
     run = Path(run_dir)
@@ -128,9 +133,18 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
             "loop": asdict(state), "rng": torch.get_rng_state(), "config": cfg.model_dump(),
         }, feed.export())
 
+    tb = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency
+
+        tb = SummaryWriter(str(run / "tensorboard"))
+
     def on_log(log: StepLog) -> None:
         history.write(json.dumps({"kind": "train", **asdict(log)}) + "\n")
         history.flush()
+        if tb is not None:
+            for k in ("loss", "samples_per_s", "hit_rate", "stall_share"):
+                tb.add_scalar(f"train/{k}", getattr(log, k), log.step)
 
     def on_step(step: int) -> None:
         if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < stop:
@@ -151,6 +165,8 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     finally:
         history.close()
         feed.close()
+        if tb is not None:
+            tb.close()
 
     tail = state.losses[-cfg.train.log_every:]
     trained = len(state.losses) * cfg.data.batch_size
@@ -168,4 +184,8 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
         metrics["teacher_auc"] = ds.manifest["teacher_auc"]
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run / "losses.json").write_text(json.dumps(state.losses))
+    if report:
+        from hotpipe.train.report import write_report  # matplotlib only when asked
+
+        write_report(run)
     return metrics

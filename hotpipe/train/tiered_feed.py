@@ -146,7 +146,7 @@ class TieredFeed:
     def _sync_stats(self) -> None:
         c, st = self.tiers.counts, self.stats
         st.rows_fetched, st.rows_written_back = c.rows_fetched, c.rows_written_back
-        st.bytes_fetched = c.bytes_fetched
+        st.bytes_fetched, st.bytes_written_back = c.bytes_fetched, c.bytes_written_back
         fetched = self.tiers.fetched_per_table.tolist()
         st.per_table = {
             self.names[t]: {"hits": int(self._unique_per_table[t] - self._misses_per_table[t]),
