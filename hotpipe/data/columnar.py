@@ -102,9 +102,10 @@ class ColumnarDataset:
                     expected=f"{want} bytes for shape {shape}",
                     found=f"{have} bytes" if have >= 0 else "missing",
                 )
+            # An empty file cannot be mapped: no rows, or no dense features (TalkingData).
             arrays[name] = (
                 np.memmap(f, dtype=_DTYPES[name], mode="r", shape=shape)
-                if rows > 0
+                if want > 0
                 else np.zeros(shape, dtype=_DTYPES[name])
             )
         return cls(root, rows, tables, num_dense, arrays["label"], arrays["dense"],

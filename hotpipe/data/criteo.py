@@ -14,9 +14,10 @@ window of bytes ending at its tab, so no Python code runs per field. A plain
 per-line parser, :func:`parse_line`, is the reference the tests compare
 against and explains rejected lines.
 
-Throughput (this 2-core box, one thread, the 8k-line Kaggle sample repeated
-to 1.6M lines, parse only): about 600k lines/s; ``hotpipe prepare`` end to end
-with vocab encoding about 200k lines/s (see the prepare module).
+Throughput (this shared 2-core box, one thread, best of 2; the 8k-line Kaggle
+sample repeated to 1.6M lines): parse only ~430k lines/s; ``prepare`` end to
+end ~200k lines/s with vocab encoding, ~330k with hash, ~115k from gzip
+(zlib dominates). Benchmark: the ``prepare`` module docstring.
 
 Also here: :func:`open_source`, the byte stream every reader uses (gzip
 sniffing, sha256 and byte count computed while streaming).
@@ -84,14 +85,17 @@ class SourceStream:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = path.stat().st_size
-        self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self.compressed = self._raw.read(2) == b"\x1f\x8b"
-        self._raw.seek(0)
-        self._sha = hashlib.sha256()
-        self.bytes_read = 0
-        self._hashing = _HashingReader(self._raw, self)
+        raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self.compressed = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        self._hashing = _HashingReader(raw)
         self._stream: io.RawIOBase | gzip.GzipFile = (
             gzip.GzipFile(fileobj=self._hashing, mode="rb") if self.compressed else self._hashing)
+
+    @property
+    def bytes_read(self) -> int:
+        """File (compressed) bytes consumed so far; drives the progress bar."""
+        return self._hashing.count
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` decompressed bytes; b"" at the end."""
@@ -106,13 +110,13 @@ class SourceStream:
 
     @property
     def closed(self) -> bool:
-        return self._raw.closed
+        return self._hashing.closed
 
     def sha256(self) -> str:
         """Digest of the whole file; reads whatever the decoder left unread."""
         while self._hashing.read(1 << 20):
             pass
-        return self._sha.hexdigest()
+        return self._hashing.sha.hexdigest()
 
     def record(self) -> dict[str, object]:
         """The manifest's ``sources`` entry."""
@@ -121,12 +125,16 @@ class SourceStream:
 
     def close(self) -> None:
         self._stream.close()
-        self._raw.close()
+        self._hashing.close()
 
 
 class _HashingReader(io.RawIOBase):
-    def __init__(self, raw: BinaryIO, owner: SourceStream) -> None:
-        self._raw, self._owner = raw, owner
+    """Passes a file's bytes through, hashing and counting them."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha = hashlib.sha256()
+        self.count = 0
 
     def readable(self) -> bool:
         return True
@@ -134,9 +142,13 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         n = self._raw.readinto(b)  # type: ignore[attr-defined]
         if n:
-            self._owner._sha.update(memoryview(b)[:n])
-            self._owner.bytes_read += n
+            self.sha.update(memoryview(b)[:n])
+            self.count += n
         return n or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 @contextmanager
@@ -196,7 +208,10 @@ def _explain(line: bytes, path: str, line_no: int) -> BadLine:
     try:
         parse_line(line)
     except DataFormatError as e:
-        return BadLine(path, line_no, e.field or "line", e.expected or "", e.found or "")
+        expected = e.expected or ""
+        if line_no == 1 and e.field == "line" and b"," in line:
+            expected += " (this looks like CSV: describe it with a schema, `hotpipe prepare --schema`)"
+        return BadLine(path, line_no, e.field or "line", expected, e.found or "")
     # Only reachable if the fast parser and the reference disagree (a bug).
     return BadLine(path, line_no, "line", "a line the vectorized parser accepts", "rejected")
 
@@ -225,7 +240,7 @@ def _u64(x: int) -> np.uint64:
 
 # _HIGH_BYTES[k]: the top k bytes of a word set, i.e. the last k characters of a window.
 _HIGH_BYTES = np.array([_u64(~((1 << (8 * (8 - k))) - 1)) if k else 0 for k in range(9)], np.uint64)
-_ONES = {c: _u64(int.from_bytes(bytes([c]) * 8, "little")) for c in (0x0F, 0x30, 0x06, 0x80, 0xF0, 0x33)}
+_ONES = {c: _u64(int.from_bytes(bytes([c]) * 8, "little")) for c in (0x30, 0x06, 0x80, 0xF0, 0x33)}
 
 
 def _parse_ints(buf: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

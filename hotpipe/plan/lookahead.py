@@ -18,12 +18,11 @@ How next uses are kept without a pass over the cache:
   previous occurrences of its ids to ``j``; planning step ``s`` sets
   ``next_use[U_s]`` from the ring.
 * Invariant: ``next_use[id]`` is the first step ``>= s`` in the window using
-  ``id``, or ``NEVER``. So a resident row with finite next use ``j`` is one of
-  step ``j``'s ids: the candidates at distance ``j`` are short per-step lists
-  (``pool[j]``) holding the unpinned resident rows whose next use is ``j``,
-  appended when a row is unpinned or when its next use enters the window.
-  Entries go stale (evicted, or next use changed) and are filtered when a
-  list is scanned, farthest step first.
+  ``id``, or ``NEVER``. A row's finite next use changes only when the row is
+  used, so candidates with a use in the window can be kept in lists grouped
+  by next use (:class:`_NextUsePool`), appended to when a row is unpinned or
+  when its next use enters the window, and scanned farthest group first;
+  entries that went stale (the row was evicted or used) are filtered then.
 * Unpinned rows with no use in the window sit in frequency-bucketed FIFOs
   with lazy deletion (:class:`~hotpipe.plan.queues.BucketedFifo`).
 
@@ -55,80 +54,54 @@ class LookaheadPolicy(EvictionPolicy):
         self._ring = np.empty(1 << 12, dtype=np.int32)  # next-occurrence step per live occurrence
         self._base = 0  # global index of the first occurrence of state.step
         self._end = 0  # one past the last occurrence read
-        self._pool: dict[int, list[np.ndarray]] = {}
+        self._far = _NextUsePool(state, self._next_use)
         self._never = BucketedFifo(_LOG2_BUCKETS)
 
     def on_load(self, rec: StepRecord) -> None:
         u, j = rec.uniq, rec.step
         n = u.shape[0]
         self._reserve(n)
-        size = self._ring.shape[0]
+        mask = self._ring.shape[0] - 1  # the size is a power of two
         occ = np.arange(self._end, self._end + n, dtype=np.int64)
-        prev = self._last_occ[u]
+        prev = self._last_occ.take(u)
         linked = prev >= self._base  # the id occurs in a step read but not yet planned
-        self._ring[prev[linked] % size] = j
-        self._ring[occ % size] = NEVER
+        self._ring[prev[linked] & mask] = j
+        self._ring[occ & mask] = NEVER
         self._last_occ[u] = occ
         self._end += n
         first = u[~linked]  # next_use was NEVER: j is now its first use in the window
         self._next_use[first] = j
         idle = first[self.state.evictable(first)]
-        if idle.shape[0]:
-            self._pool.setdefault(j, []).append(idle)
+        self._far.add(idle, np.full(idle.shape[0], j, dtype=np.int32))
 
     def on_release(self, ids: np.ndarray) -> np.ndarray:
-        nu = self._next_use[ids]
+        nu = self._next_use.take(ids)
         never = nu == NEVER
         gone = ids[never]
         st = self.state
-        self._never.push(gone, st.last_use[gone], log2_bucket(st.freq[gone]))
-        self._add_to_pool(ids[~never], nu[~never])
+        self._never.push(gone, st.last_use.take(gone), log2_bucket(st.freq.take(gone)))
+        self._far.add(ids[~never], nu[~never])
         return np.empty(0, dtype=np.int64)
 
     def victims(self, k: int) -> np.ndarray:
         st, nu = self.state, self._next_use
 
         def unused_in_window(ids: np.ndarray, stamps: np.ndarray) -> np.ndarray:
-            return (st.slot_of[ids] >= 0) & (st.last_use[ids] == stamps) & (nu[ids] == NEVER)
+            return (st.slot_of.take(ids) >= 0) & (st.last_use.take(ids) == stamps) & \
+                (nu.take(ids) == NEVER)
 
-        out = [self._never.pop(k, unused_in_window)]
-        need = k - out[0].shape[0]
-        for j in sorted(self._pool, reverse=True):
-            if need == 0 or j <= st.step:
-                break
-            cand = np.concatenate(self._pool.pop(j))
-            cand = cand[(st.slot_of[cand] >= 0) & (nu[cand] == j)]
-            if cand.shape[0] > need:  # a tie at distance j: fewest lookups leave
-                order = np.argpartition(st.freq[cand], need - 1)
-                self._pool[j] = [cand[order[need:]]]
-                cand = cand[order[:need]]
-            out.append(cand)
-            need -= cand.shape[0]
-        return np.concatenate(out)
+        out = self._never.pop(k, unused_in_window)
+        if out.shape[0] == k:
+            return out
+        return np.concatenate([out, self._far.take(k - out.shape[0])])
 
     def on_planned(self, rec: StepRecord) -> None:
         u = rec.uniq
         n = u.shape[0]
-        at = np.arange(self._base, self._base + n, dtype=np.int64) % self._ring.shape[0]
-        self._next_use[u] = self._ring[at]
+        at = np.arange(self._base, self._base + n, dtype=np.int64) & (self._ring.shape[0] - 1)
+        self._next_use[u] = self._ring.take(at)
         self._base += n
-        self._pool.pop(rec.step, None)
-
-    def _add_to_pool(self, ids: np.ndarray, next_use: np.ndarray) -> None:
-        """Append unpinned rows (n,) to the pool lists of their next use (n,)."""
-        if ids.shape[0] == 0:
-            return
-        key = next_use - self.state.step  # in [0, window)
-        # A stable sort of a 16-bit key is a radix sort: O(n) grouping.
-        small = key.astype(np.uint16) if self.state.window <= (1 << 16) else key
-        order = np.argsort(small, kind="stable")
-        ends = np.cumsum(np.bincount(small, minlength=int(key.max()) + 1))
-        ids = ids[order]
-        start = 0
-        for d in np.flatnonzero(np.diff(ends, prepend=0)).tolist():
-            end = int(ends[d])
-            self._pool.setdefault(self.state.step + d, []).append(ids[start:end])
-            start = end
+        self._far.drop_until(rec.step)
 
     def _reserve(self, n: int) -> None:
         """Grow the ring so that live occurrences plus ``n`` more fit."""
@@ -136,8 +109,70 @@ class LookaheadPolicy(EvictionPolicy):
         need = self._end + n - self._base
         if need <= size:
             return
-        new_size = max(2 * size, 2 * need)
+        new_size = 1 << (2 * need - 1).bit_length()  # a power of two >= 2 * need
         ring = np.empty(new_size, dtype=np.int32)
         live = np.arange(self._base, self._end, dtype=np.int64)
-        ring[live % new_size] = self._ring[live % size]
+        ring[live & (new_size - 1)] = self._ring[live & (size - 1)]
         self._ring = ring
+
+
+class _NextUsePool:
+    """Unpinned resident rows with a use in the window, grouped by next use.
+
+    Group ``g`` holds the rows whose next use is in ``[g*width, (g+1)*width)``
+    with ``width = window // 32`` (at least 1), so adding a step's released
+    rows touches at most ~33 groups however long the window; inside a group
+    the farthest next uses are found by a partition. Entries carry the row's
+    ``last_use`` as a stamp: within one such epoch a finite next use never
+    changes, so an entry is valid while the row is resident and unused since.
+    """
+
+    _GROUPS = 32
+
+    def __init__(self, state: CacheState, next_use: np.ndarray) -> None:
+        self.state, self.next_use = state, next_use
+        self.width = max(1, state.window // self._GROUPS)
+        self._groups: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def add(self, ids: np.ndarray, next_use: np.ndarray) -> None:
+        """Add rows (n,) whose finite next uses are (n,); all unpinned and resident."""
+        if ids.shape[0] == 0:
+            return
+        stamps = self.state.last_use.take(ids)
+        group = next_use // self.width
+        low = self.state.step // self.width
+        key = (group - low).astype(np.uint8)  # < 34: a radix sort groups in O(n)
+        order = np.argsort(key, kind="stable")
+        counts = np.bincount(key)
+        ends = np.cumsum(counts)
+        ids, stamps = ids[order], stamps[order]
+        for g in np.flatnonzero(counts).tolist():
+            lo, hi = int(ends[g] - counts[g]), int(ends[g])
+            self._groups.setdefault(low + g, []).append((ids[lo:hi], stamps[lo:hi]))
+
+    def take(self, k: int) -> np.ndarray:
+        """Remove and return ``k`` valid rows, farthest next use first (ties: fewest lookups)."""
+        st = self.state
+        out: list[np.ndarray] = []
+        for g in sorted(self._groups, reverse=True):
+            if k == 0:
+                break
+            parts = self._groups.pop(g)
+            ids = np.concatenate([p[0] for p in parts])
+            stamps = np.concatenate([p[1] for p in parts])
+            ok = (st.slot_of.take(ids) >= 0) & (st.last_use.take(ids) == stamps)
+            ids, stamps = ids[ok], stamps[ok]
+            if ids.shape[0] > k:
+                dist = (g + 1) * self.width - self.next_use.take(ids).astype(np.int64)
+                order = np.argpartition((dist << 31) | st.freq.take(ids), k - 1)
+                rest = order[k:]
+                self._groups[g] = [(ids[rest], stamps[rest])]
+                ids = ids[order[:k]]
+            out.append(ids)
+            k -= ids.shape[0]
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+    def drop_until(self, step: int) -> None:
+        """Forget groups whose next uses are all <= ``step`` (stale once it is planned)."""
+        for g in [g for g in self._groups if (g + 1) * self.width <= step + 1]:
+            del self._groups[g]

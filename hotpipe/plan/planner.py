@@ -120,7 +120,7 @@ class _Run:
         if not self.records or self.records[0].step != r:
             return _EMPTY
         rec = self.records.popleft()
-        rows = rec.uniq[self.state.last_use[rec.uniq] == r]
+        rows = rec.uniq[self.state.last_use.take(rec.uniq) == r]
         self.pinned -= rows.shape[0]
         return self.policy.on_release(rows)
 
@@ -137,7 +137,7 @@ class _Run:
     def _plan(self, rec: StepRecord, gone: np.ndarray) -> StepPlan:
         st, s, u = self.state, rec.step, rec.uniq
         self._pin(rec)
-        slots = st.slot_of[u]  # (U,) int32
+        slots = st.slot_of.take(u)  # (U,) int32
         miss = slots < 0
         fetch = u[miss]
         st.last_use[u] = s  # pinned before any victim is chosen
@@ -153,13 +153,15 @@ class _Run:
         fetch_ids = np.concatenate([fetch, extra]) if extra.shape[0] else fetch
         fetch_slots = st.place(fetch_ids)
         slots[miss] = fetch_slots[: fetch.shape[0]]
-        st.freq[u] = np.minimum(st.freq[u] + rec.counts, FREQ_CAP)
+        counts = np.bincount(rec.inverse, minlength=u.shape[0])  # (U,) lookups per row
+        st.freq[u] = np.minimum(st.freq.take(u) + counts, FREQ_CAP)
         self.policy.on_planned(rec)
+        unique_slots = slots.astype(np.int64)
         return StepPlan(
             step=s,
-            lookup_slots=slots[rec.inverse].astype(np.int64).reshape(rec.ids.shape),
+            lookup_slots=unique_slots.take(rec.inverse).reshape(rec.shape),
             unique_ids=u,
-            unique_slots=slots.astype(np.int64),
+            unique_slots=unique_slots,
             fetch_ids=fetch_ids,
             fetch_slots=fetch_slots,
             evict_ids=np.concatenate([gone, victims]),
@@ -170,7 +172,7 @@ class _Run:
     def _pin(self, rec: StepRecord) -> None:
         """Count the rows pinned at ``rec.step``; raise if they cannot all fit."""
         st = self.state
-        self.pinned += int(np.count_nonzero(st.last_use[rec.uniq] < st.unpinned_below))
+        self.pinned += int(np.count_nonzero(st.last_use.take(rec.uniq) < st.unpinned_below))
         self.planner.pinned_peak = max(self.planner.pinned_peak, self.pinned)
         if self.pinned > st.capacity:
             first = max(0, rec.step - st.depth)

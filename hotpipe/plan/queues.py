@@ -117,15 +117,13 @@ class BucketedFifo:
         b = buckets.astype(np.uint8)
         # Stable radix sort on a small key keeps each bucket's entries in order.
         order = np.argsort(b, kind="stable")
-        ends = np.cumsum(np.bincount(b, minlength=len(self._queues)))
+        counts = np.bincount(b)
+        ends = np.cumsum(counts)
         ids = ids[order]
         stamps = stamps[order] if isinstance(stamps, np.ndarray) else stamps
-        start = 0
-        for q, end in zip(self._queues, ends.tolist(), strict=True):
-            if end > start:
-                st = stamps[start:end] if isinstance(stamps, np.ndarray) else stamps
-                q.push(ids[start:end], st)
-            start = end
+        for k in np.flatnonzero(counts).tolist():
+            lo, hi = int(ends[k] - counts[k]), int(ends[k])
+            self._queues[k].push(ids[lo:hi], stamps[lo:hi] if isinstance(stamps, np.ndarray) else stamps)
 
     def pop(self, k: int, is_valid: Validator) -> np.ndarray:
         """Remove and return up to ``k`` valid ids, lowest bucket first."""

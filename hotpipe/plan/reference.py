@@ -8,7 +8,7 @@ check that applying a plan keeps every lookup pointing at the right row.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -90,7 +90,8 @@ def check_plans(steps: Sequence[np.ndarray], plans: Iterable[StepPlan], *, capac
     return totals
 
 
-def _check_lookups(plan: StepPlan, ids: np.ndarray, slot_to_id: dict[int, int], fail) -> None:  # type: ignore[no-untyped-def]
+def _check_lookups(plan: StepPlan, ids: np.ndarray, slot_to_id: dict[int, int],
+                   fail: Callable[[str], InvalidPlanError]) -> None:
     if plan.lookup_slots.shape != ids.shape:
         raise fail(f"lookup_slots has shape {plan.lookup_slots.shape}, ids {ids.shape}")
     for i, slot in zip(ids.ravel().tolist(), plan.lookup_slots.ravel().tolist(), strict=True):

@@ -55,11 +55,11 @@ class CacheState:
 
     def evictable(self, ids: np.ndarray) -> np.ndarray:
         """(n,) bool: resident and not pinned at the current step."""
-        return (self.slot_of[ids] >= 0) & (self.last_use[ids] < self.unpinned_below)
+        return (self.slot_of.take(ids) >= 0) & (self.last_use.take(ids) < self.unpinned_below)
 
     def evict(self, ids: np.ndarray) -> np.ndarray:
         """Take ``ids`` out of the tier; return their (n,) int64 slots, now free."""
-        slots = self.slot_of[ids].astype(np.int64)
+        slots = self.slot_of.take(ids).astype(np.int64)
         self.slot_of[ids] = -1
         n = slots.shape[0]
         self._free[self._nfree : self._nfree + n] = slots
@@ -107,8 +107,6 @@ class CacheState:
         pos = np.arange(flat.shape[0], dtype=np.int32)
         mark = self._mark
         mark[flat] = pos
-        uniq = flat[mark[flat] == pos]
+        uniq = flat[mark.take(flat) == pos]
         mark[uniq] = np.arange(uniq.shape[0], dtype=np.int32)
-        inverse = mark[flat]
-        counts = np.bincount(inverse, minlength=uniq.shape[0])
-        return StepRecord(step, ids, uniq, inverse, counts)
+        return StepRecord(step, ids.shape, uniq, mark.take(flat))

@@ -6,11 +6,17 @@ tier. Here the fast tier is split in two:
 
 * **hot rows**: the ``h`` most looked-up ids of the first ``profile_steps``
   steps (default 5% of the trace, at least 1), all fetched at step 0 (those
-  fetches are counted: ``StepPlan.preloaded``) and never evicted;
+  fetches are counted: ``StepPlan.preloaded``) and not evicted (but see
+  demotion below);
 * **scratch slots**: ``capacity - h`` slots for the cold rows of the steps in
   flight. A cold row is fetched when a step needs it and evicted (written
   back) as soon as no in-flight step uses it, so it is never reused from the
-  fast tier by a later step, which is FAE's cold path.
+  fast tier by a later step, which is FAE's cold path. (Steps in flight
+  together share a cold row's one copy, which exactness requires; a row the
+  step being planned uses again is kept rather than written back and read.)
+
+Rows the profile never saw are cold whatever the capacity, so ``static``
+leaves capacity unused when the profile is small: that is FAE's trade-off.
 
 ``h`` is the largest value for which ``h + ceil((1 + scratch_margin) * c(h))``
 fits ``capacity``, where ``c(h)`` is the most cold rows any profiled step
@@ -60,11 +66,14 @@ class StaticPolicy(EvictionPolicy):
 
     def start(self, state: CacheState, sample: list[np.ndarray]) -> None:
         super().start(state, sample)
-        sample = [np.asarray(x, dtype=np.int64).ravel() for x in sample]
-        uniqs = [np.unique(x) for x in sample]
-        flat = np.concatenate(sample) if sample else np.empty(0, dtype=np.int64)
-        seen, counts = np.unique(flat, return_counts=True)
-        by_count = seen[np.argsort(-counts, kind="stable")]  # most looked-up first
+        counts = np.zeros(state.num_rows, dtype=np.int64)
+        uniqs = []
+        for ids in sample:
+            u, c = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
+            counts[u] += c
+            uniqs.append(u)
+        seen = np.flatnonzero(counts)
+        by_count = seen[np.argsort(-counts[seen], kind="stable")]  # most looked-up first
         h = self._choose_hot_rows(by_count, uniqs)
         self.hot_rows = h
         self._hot = by_count[:h]

@@ -80,19 +80,20 @@ class StepPlan:
 class StepRecord:
     """One step of the trace as the planner keeps it while it is in the window.
 
+    The input ids themselves are not kept: ``uniq`` and ``inverse`` rebuild
+    them, in half the memory (a window may hold hundreds of steps).
+
     Attributes:
         step: the step number.
-        ids: the input ids as given (any shape), int64.
+        shape: the shape of the step's input ids.
         uniq: (U,) int64 distinct ids, in no particular order.
         inverse: (L,) int32 with ``uniq[inverse] == ids.ravel()``.
-        counts: (U,) int64 occurrences of each distinct id.
     """
 
     step: int
-    ids: np.ndarray
+    shape: tuple[int, ...]
     uniq: np.ndarray
     inverse: np.ndarray
-    counts: np.ndarray
 
 
 class EvictionPolicy(ABC):
@@ -110,7 +111,10 @@ class EvictionPolicy(ABC):
 
     A row handed to ``on_release`` is resident and stays unpinned until it is
     used again; ``victims`` must return exactly ``k`` distinct such rows (the
-    planner has already checked that enough exist).
+    planner has already checked that enough exist, and has set ``last_use``
+    of step ``s``'s rows to ``s``, so they count as pinned). Preloaded rows
+    are not pinned and never pass through ``on_release``: a policy that
+    preloads keeps track of them itself.
     """
 
     name: str = "custom"
@@ -125,6 +129,7 @@ class EvictionPolicy(ABC):
 
     def on_load(self, rec: StepRecord) -> None:
         """Step ``rec.step`` entered the lookahead window."""
+        return None  # most policies look only at the past
 
     def preload(self, rec: StepRecord) -> np.ndarray:
         """Non-resident rows outside ``rec.uniq`` to fetch now if slots are free."""
@@ -143,3 +148,4 @@ class EvictionPolicy(ABC):
 
     def on_planned(self, rec: StepRecord) -> None:
         """Step ``rec.step`` has been planned (its rows are resident and pinned)."""
+        return None

@@ -1,0 +1,409 @@
+"""Measure this machine's rates for the cost model (``hotpipe calibrate``).
+
+Each rate is measured on the code path training runs, on small seeded
+synthetic data, and fitted with non-negative least squares:
+
+- compute: ``hotpipe.train.run.train`` untiered (``cache.policy=none``) at
+  batch B and B/2, per step -> ``per_step_s + per_sample_s * B``;
+- batch read: :class:`~hotpipe.data.loader.BatchLoader` ``.batch`` per sample;
+- tiers: :class:`~hotpipe.storage.tiered.TieredStore` ``.apply`` of plans with
+  F fetches and W dirty evictions on host RAM and on memory-mapped files;
+- planner: :class:`~hotpipe.plan.Planner` per step, per policy, against
+  lookups and misses;
+- overlap: the training step body alone, a real mover loop (plan + apply +
+  read) alone, and both at once -> each one's speed while sharing the machine.
+
+The link between ranks is not measured (there is no distributed runtime
+yet); it keeps :class:`~hotpipe.profile.hardware.Link`'s assumed default.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hotpipe.config import RunConfig
+from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
+from hotpipe.data.loader import BatchLoader
+from hotpipe.data.synth import ZipfSampler
+from hotpipe.model.dlrm import DLRM
+from hotpipe.model.embedding import SlotStore, SparseEmbedding
+from hotpipe.model.sparse_optim import make_row_optimizer
+from hotpipe.plan.planner import Planner
+from hotpipe.plan.types import StepPlan
+from hotpipe.profile.fit import nonneg_lstsq
+from hotpipe.profile.hardware import (ComputeFit, Hardware, Link, Overlap, PlannerFit,
+                                      TierRates)
+from hotpipe.storage.backing import BackingStore, FileBacking, HostBacking
+from hotpipe.storage.tiered import TieredStore
+
+POLICIES = ("lookahead", "lru", "lfu", "static")
+TIERS = ("host", "file")
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """What to calibrate for.
+
+    Attributes:
+        run: the run configuration (model, optimizers, batch size, threads).
+        tables, num_dense: the dataset's shape.
+        rows_per_table: rows of each calibration table for the tier and
+            planner measurements (big enough that random rows miss the CPU cache).
+        steps: training steps per compute measurement.
+        repeats: measurements per point (the median is kept).
+        policies, tiers: which planner policies and backing tiers to time.
+        workdir: where temporary datasets and table files go.
+        seed: data and id choices.
+    """
+
+    run: RunConfig
+    tables: int = 26
+    num_dense: int = 13
+    rows_per_table: int = 1 << 15
+    steps: int = 30
+    repeats: int = 3
+    policies: tuple[str, ...] = POLICIES
+    tiers: tuple[str, ...] = TIERS
+    workdir: str | None = None
+    seed: int = 0
+
+
+def model_key(run: RunConfig, tables: int) -> dict[str, Any]:
+    """The settings a compute measurement depends on (compared by the cost model)."""
+    m, o = run.model, run.optim
+    return {"embedding_dim": m.embedding_dim, "bottom": list(m.bottom), "top": list(m.top),
+            "tables": tables, "embedding_optimizer": o.embedding, "dense_optimizer": o.dense,
+            "threads": run.train.threads or torch.get_num_threads()}
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def make_calibration_data(path: Path, *, rows: int, tables: int, rows_per_table: int, num_dense: int,
+                          seed: int) -> Path:
+    """Zipf(1.05) ids scattered over each table, random dense features and labels."""
+    rng = np.random.default_rng(seed)
+    sampler = ZipfSampler(rows_per_table, 1.05)
+    perm = [rng.permutation(rows_per_table) for _ in range(tables)]
+    sparse = np.stack([perm[t][sampler.sample(rng.random(rows))] for t in range(tables)], axis=1)
+    with ColumnarWriter(path, tables=[TableSpec(f"C{t + 1}", rows_per_table) for t in range(tables)],
+                        num_dense=num_dense, overwrite=True) as w:
+        w.append(rng.integers(0, 2, rows).astype(np.float32),
+                 rng.random((rows, num_dense), dtype=np.float32), sparse.astype(np.int32))
+        w.finish(encoding={"kind": "calibration"}, sources=[])
+    return path
+
+
+def _median_time(fn: Callable[[], float], repeats: int) -> float:
+    return float(np.median([fn() for _ in range(repeats)]))
+
+
+# -------------------------------------------------------------------- compute
+
+
+def measure_compute(spec: CalibrationSpec, work: Path) -> ComputeFit:
+    """Per-step time of untiered training at B and B/2 (median of repeats)."""
+    from hotpipe.train.run import train  # the real training path
+
+    b = spec.run.data.batch_size
+    data = make_calibration_data(work / "compute-data", rows=(spec.steps + 2) * b, tables=spec.tables,
+                                 rows_per_table=1024, num_dense=spec.num_dense, seed=spec.seed)
+    runs = 0
+
+    def once(batch: int, steps: int) -> float:
+        nonlocal runs
+        runs += 1
+        cfg = spec.run.model_copy(update={
+            "data": spec.run.data.model_copy(update={"path": str(data), "batch_size": batch,
+                                                     "val_fraction": 0.01, "max_val_rows": batch}),
+            "train": spec.run.train.model_copy(update={"max_steps": steps, "progress": False,
+                                                       "eval_every": 0, "checkpoint_every": 0}),
+            "cache": spec.run.cache.model_copy(update={"policy": "none"}),
+        })
+        m = train(cfg, work / f"compute-run-{runs}")
+        return float(m["train_seconds"]) / max(int(m["steps"]), 1)
+
+    once(b, 3)  # warm-up: first-use costs of the process (allocator, thread pool)
+    xs, ys = [], []
+    for batch in (b, max(1, b // 2)):
+        for _ in range(spec.repeats):
+            xs.append([1.0, batch])
+            ys.append(once(batch, spec.steps))
+    c = nonneg_lstsq(np.array(xs), np.array(ys))
+    return ComputeFit(per_step_s=float(c[0]), per_sample_s=float(c[1]),
+                      model=model_key(spec.run, spec.tables))
+
+
+def measure_batch_read(data: Path, batch: int, steps: int) -> float:
+    """Seconds per sample to read a batch (labels, dense, ids) from the memory map."""
+    loader = BatchLoader(ColumnarDataset.open(data), batch_size=batch)
+    n = min(steps, len(loader))
+    t0 = time.perf_counter()
+    for s in range(n):
+        loader.batch(s)
+    return (time.perf_counter() - t0) / max(n * batch, 1)
+
+
+# ---------------------------------------------------------------------- tiers
+
+
+def _backing(tier: str, spec: CalibrationSpec, work: Path) -> BackingStore:
+    run = spec.run
+    opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=run.model.embedding_dim)
+    cards = [spec.rows_per_table] * spec.tables
+    if tier == "host":
+        return HostBacking(cardinalities=cards, dim=run.model.embedding_dim, optimizer=opt, seed=spec.seed)
+    return FileBacking(directory=work / "tier-files", cardinalities=cards, dim=run.model.embedding_dim,
+                       optimizer=opt, seed=spec.seed)
+
+
+def _plan(fetch_ids: np.ndarray, fetch_slots: np.ndarray, evict_ids: np.ndarray,
+          evict_slots: np.ndarray) -> StepPlan:
+    return StepPlan(step=0, lookup_slots=_EMPTY, unique_ids=_EMPTY, unique_slots=_EMPTY,
+                    fetch_ids=fetch_ids, fetch_slots=fetch_slots, evict_ids=evict_ids,
+                    evict_slots=evict_slots)
+
+
+def measure_tier(tier: str, spec: CalibrationSpec, work: Path) -> TierRates:
+    """Fit ``TieredStore.apply`` time against rows fetched and rows written back."""
+    run = spec.run
+    opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=run.model.embedding_dim)
+    backing = _backing(tier, spec, work)
+    num_rows = spec.rows_per_table * spec.tables
+    slots = min(1 << 16, num_rows // 2)
+    cache = SlotStore.allocate(slots, run.model.embedding_dim, opt)
+    store = TieredStore(cache=cache, backing=backing,
+                        table_bounds=np.arange(spec.tables + 1) * spec.rows_per_table)
+    rng = np.random.default_rng(spec.seed)
+    resident = rng.choice(num_rows, slots, replace=False).astype(np.int64)  # id in each slot
+    store.apply(_plan(resident, np.arange(slots, dtype=np.int64), _EMPTY, _EMPTY))
+    is_res = np.zeros(num_rows, dtype=bool)
+    is_res[resident] = True
+    xs, ys = [], []
+    sizes = [m for m in (256, 1024, 4096, 16384) if m <= slots // 2]
+    try:
+        for _ in range(spec.repeats):
+            for m in sizes:
+                for dirty in (True, False):
+                    out_slots = rng.choice(slots, m, replace=False).astype(np.int64)
+                    new = rng.choice(np.flatnonzero(~is_res), m, replace=False).astype(np.int64)
+                    cache.dirty[torch.from_numpy(out_slots)] = dirty  # as if a step had updated them
+                    plan = _plan(new, out_slots, resident[out_slots].copy(), out_slots)
+                    t0 = time.perf_counter()
+                    store.apply(plan)
+                    ys.append(time.perf_counter() - t0)
+                    xs.append([1.0, m, m if dirty else 0])
+                    is_res[resident[out_slots]] = False
+                    is_res[new] = True
+                    resident[out_slots] = new
+    finally:
+        store.close()
+    c = nonneg_lstsq(np.array(xs), np.array(ys))
+    return TierRates(per_apply_s=float(c[0]), per_fetch_s=float(c[1]), per_writeback_s=float(c[2]))
+
+
+# -------------------------------------------------------------------- planner
+
+
+def measure_planner(policy: str, data: Path, spec: CalibrationSpec) -> PlannerFit:
+    """Fit planning time (reading the ids included) against lookups and misses.
+
+    Fitted on whole runs, not single steps: a step's time is dominated by
+    scheduler noise on a shared machine (a preempted step takes a 5 ms
+    slice), and the first step also loads the whole window; a run's total
+    is what throughput depends on.
+    """
+    ds = ColumnarDataset.open(data)
+    offsets = np.cumsum([0, *ds.cardinalities])[:-1].astype(np.int64)
+    num_rows = int(sum(ds.cardinalities))
+    b = spec.run.data.batch_size
+    xs, ys = [], []
+    for _ in range(spec.repeats):
+        for batch in (b, max(1, b // 2)):
+            loader = BatchLoader(ds, batch_size=batch, drop_last=True)
+            steps = min(len(loader), 2 * spec.steps)
+            pinned = 2 * batch * ds.num_tables  # depth 1: two steps' lookups at most
+            for frac in (0.1, 0.5):
+                cap = min(num_rows, max(pinned, int(frac * num_rows)))
+                planner = Planner(num_rows=num_rows, capacity=cap, window=16, depth=1, policy=policy)
+                lookups = misses = n = 0
+                t0 = time.perf_counter()
+                for p in planner.plan(_Sized(loader.id_stream(offsets, 0, steps), steps)):
+                    lookups += p.lookup_slots.size
+                    misses += p.num_misses
+                    n += 1
+                ys.append(time.perf_counter() - t0)
+                xs.append([n, lookups, misses])
+    c = nonneg_lstsq(np.array(xs, dtype=np.float64), np.array(ys))
+    return PlannerFit(per_step_s=float(c[0]), per_lookup_s=float(c[1]), per_miss_s=float(c[2]))
+
+
+class _Sized:
+    """An iterator with a length (``static`` profiles a share of a sized trace)."""
+
+    def __init__(self, it: Any, n: int) -> None:
+        self.it, self.n = it, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Any:
+        return iter(self.it)
+
+
+# -------------------------------------------------------------------- overlap
+
+
+class _ComputeLoop:
+    """The body of ``hotpipe.train.loop.train_steps`` on pre-made random batches."""
+
+    def __init__(self, spec: CalibrationSpec) -> None:
+        from hotpipe.train.run import make_dense_optimizer
+
+        run, b = spec.run, spec.run.data.batch_size
+        rows, dim = 1024 * spec.tables, run.model.embedding_dim
+        opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=dim)
+        self.model = DLRM(num_dense=spec.num_dense, num_tables=spec.tables, embedding_dim=dim,
+                          bottom=list(run.model.bottom), top=list(run.model.top))
+        self.dense_opt = make_dense_optimizer(run, self.model)
+        self.emb = SparseEmbedding(store=SlotStore.allocate(rows, dim, opt), optimizer=opt)
+        g = torch.Generator().manual_seed(spec.seed)
+        self.batches = [(torch.rand(b, spec.num_dense, generator=g),
+                         torch.randint(0, rows, (b, spec.tables), generator=g),
+                         torch.randint(0, 2, (b,), generator=g).float()) for _ in range(4)]
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def run(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for s in range(steps):
+            dense, slots, labels = self.batches[s % len(self.batches)]
+            emb = self.emb.lookup(slots)
+            loss = self.loss_fn(self.model(dense, emb), labels)
+            self.dense_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.dense_opt.step()
+            if emb.grad is not None:
+                self.emb.apply_gradients(slots, emb.grad)
+            float(loss.detach())
+        return time.perf_counter() - t0
+
+
+class _MoverLoop:
+    """A real mover (plan + apply + read batch, as the tiered feed does), looping."""
+
+    def __init__(self, spec: CalibrationSpec, data: Path, work: Path) -> None:
+        run = spec.run
+        self.ds = ColumnarDataset.open(data)
+        self.loader = BatchLoader(self.ds, batch_size=run.data.batch_size, drop_last=True)
+        self.offsets = np.cumsum([0, *self.ds.cardinalities])[:-1].astype(np.int64)
+        self.num_rows = int(sum(self.ds.cardinalities))
+        dim = run.model.embedding_dim
+        opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=dim)
+        self.capacity = min(self.num_rows, max(int(0.1 * self.num_rows),
+                                               2 * run.data.batch_size * self.ds.num_tables))
+        backing = HostBacking(cardinalities=self.ds.cardinalities, dim=dim, optimizer=opt, seed=0)
+        self.store = TieredStore(cache=SlotStore.allocate(self.capacity, dim, opt), backing=backing,
+                                 table_bounds=np.cumsum([0, *self.ds.cardinalities]))
+        self.units = 0
+        self.stop = threading.Event()
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            planner = Planner(num_rows=self.num_rows, capacity=self.capacity, window=16, depth=1,
+                              policy="lookahead")
+            # A fresh cache each lap: the first plan of a lap fetches into free slots.
+            self.store.slot_ids.fill_(-1)
+            for p in planner.plan(self.loader.id_stream(self.offsets)):
+                if self.stop.is_set():
+                    return
+                self.store.apply(p)
+                self.loader.batch(p.step)
+                self.units += 1
+
+    def run_for(self, seconds: float) -> tuple[int, float]:
+        self.units, self.stop = 0, threading.Event()
+        th = threading.Thread(target=self.loop, daemon=True)
+        t0 = time.perf_counter()
+        th.start()
+        time.sleep(seconds)
+        self.stop.set()
+        th.join()
+        return self.units, time.perf_counter() - t0
+
+
+def measure_overlap(spec: CalibrationSpec, data: Path, work: Path) -> Overlap:
+    """Speeds of compute and mover while both run, relative to each alone (medians)."""
+    comp, mover = _ComputeLoop(spec), _MoverLoop(spec, data, work)
+    comp.run(3)  # warm-up
+    c_rates, m_rates = [], []
+    for _ in range(spec.repeats):
+        solo_c = comp.run(spec.steps)
+        units, secs = mover.run_for(solo_c)
+        solo_m = units / secs
+        mover.units, mover.stop = 0, threading.Event()
+        th = threading.Thread(target=mover.loop, daemon=True)
+        th.start()
+        both_c = comp.run(spec.steps)
+        mover.stop.set()
+        th.join()
+        c_rates.append(solo_c / both_c)
+        m_rates.append((mover.units / both_c) / solo_m if solo_m > 0 else 1.0)
+    mover.store.close()
+    return Overlap(compute_rate=float(min(1.0, np.median(c_rates))),
+                   mover_rate=float(min(1.0, np.median(m_rates))))
+
+
+# ---------------------------------------------------------------------- all
+
+
+def calibrate(spec: CalibrationSpec, *, log: Callable[[str], None] = lambda s: None) -> Hardware:
+    """Measure everything the cost model needs on this machine.
+
+    Args:
+        spec: the run to calibrate for and how hard to measure.
+        log: progress messages (the CLI prints them).
+    """
+    if spec.run.train.threads:
+        torch.set_num_threads(spec.run.train.threads)
+    load_before = _loadavg()
+    with tempfile.TemporaryDirectory(dir=spec.workdir, prefix="hotpipe-calibrate-") as tmp:
+        work = Path(tmp)
+        b = spec.run.data.batch_size
+        data = make_calibration_data(work / "trace-data", rows=(2 * spec.steps + 2) * b,
+                                     tables=spec.tables, rows_per_table=spec.rows_per_table,
+                                     num_dense=spec.num_dense, seed=spec.seed)
+        t0 = time.perf_counter()
+        log("compute (untiered training steps at B and B/2)")
+        compute = measure_compute(spec, work)
+        read = measure_batch_read(data, b, spec.steps)
+        tiers = {}
+        for tier in spec.tiers:
+            log(f"tier {tier}: apply() vs rows fetched / written back")
+            tiers[tier] = measure_tier(tier, spec, work)
+        planner = {}
+        for policy in spec.policies:
+            log(f"planner {policy}: time per step vs lookups / misses")
+            planner[policy] = measure_planner(policy, data, spec)
+        log("overlap: compute and mover alone and together")
+        overlap = measure_overlap(spec, data, work)
+    machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "loadavg_before": load_before, "loadavg_after": _loadavg(),
+               "seconds": time.perf_counter() - t0, "torch": torch.__version__,
+               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return Hardware(compute=compute, tiers=tiers, planner=planner, batch_read_per_sample_s=read,
+                    overlap=overlap, link=Link(), machine=machine)

@@ -1,0 +1,200 @@
+"""Predict a tiered configuration's training throughput before training.
+
+SCARS's idea — choose placement with a cost model — made checkable: every
+input is either counted exactly or measured.
+
+- **Rows moved** come from the planner itself (:mod:`hotpipe.profile.movement`),
+  so the predicted traffic *equals* the simulator's for the configuration.
+- **Time per unit of work** comes from the machine's measured rates
+  (:mod:`hotpipe.profile.hardware`, measured by ``hotpipe calibrate``):
+  planning per lookup and per miss, applying a plan per row fetched and per
+  row written back on each backing tier, reading a batch, computing a step.
+- **How the work overlaps** is the tiered feed's own pipeline, replayed by
+  :func:`~hotpipe.profile.pipeline.replay_pipeline` with measured contention.
+
+Per step ``s`` (``B`` samples, ``L`` lookups, ``M`` misses, ``F`` rows
+fetched, ``W`` rows written back)::
+
+    plan_s    = planner.per_step + per_lookup * L + per_miss * M
+    move_s    = tier.per_apply + per_fetch * F + per_writeback * W + batch_read * B
+    compute_s = compute(B) - batch_read * B      (untiered compute reads the batch itself)
+    time      = replay of the pipeline (max of the two when they overlap
+                perfectly, their sum when they cannot overlap at all)
+
+The final flush's write-backs are counted in rows moved but not in time:
+training time (``samples_per_s``) stops before the end-of-run checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hotpipe.errors import ConfigError
+from hotpipe.profile.hardware import Hardware
+from hotpipe.profile.movement import StepTrace
+from hotpipe.profile.pipeline import replay_pipeline
+
+#: Model keys a compute measurement must share with the run it predicts.
+MODEL_KEYS = ("embedding_dim", "bottom", "top", "tables", "embedding_optimizer", "dense_optimizer")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration of the tiers (the ``cache.*`` keys of a run, plus ranks).
+
+    Attributes:
+        policy: a planner policy, or ``"none"``: every row in the fast tier.
+        capacity: fast-tier rows (per rank).
+        window, depth: planner lookahead and prefetch depth.
+        backing: ``"host"`` (RAM) or ``"file"`` (memory-mapped files).
+        ranks: workers; > 1 is modelled only (no distributed runtime yet).
+        replicated: hottest rows copied to every rank (ranks > 1).
+    """
+
+    policy: str
+    capacity: int
+    window: int = 1
+    depth: int = 1
+    backing: str = "host"
+    ranks: int = 1
+    replicated: int = 0
+
+    def cache_overrides(self) -> list[str]:
+        """``key=value`` overrides that make a run use this configuration."""
+        if self.policy == "none":
+            return ["cache.policy=none"]
+        return [f"cache.policy={self.policy}", f"cache.capacity={self.capacity}",
+                f"cache.window={self.window}", f"cache.depth={self.depth}",
+                f"cache.backing={self.backing}"]
+
+    def label(self) -> str:
+        if self.policy == "none":
+            return "untiered"
+        s = f"{self.policy} cap={self.capacity:,} W={self.window} d={self.depth} {self.backing}"
+        if self.ranks > 1:
+            s += f" ranks={self.ranks} repl={self.replicated:,}"
+        return s
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is trained: sizes that turn rows into bytes and steps into compute.
+
+    Attributes:
+        batch_size: samples per step (global, over all ranks).
+        num_rows: rows over all tables.
+        state_width: optimizer floats per row.
+        model: the model keys of :data:`MODEL_KEYS` (``embedding_dim`` at least).
+        dense_params: parameters of the MLPs (all-reduced when ranks > 1).
+    """
+
+    batch_size: int
+    num_rows: int
+    state_width: int
+    model: dict[str, Any]
+    dense_params: int = 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.model["embedding_dim"])
+
+    @property
+    def row_bytes(self) -> int:
+        """A row in a tier: weights + optimizer state, fp32."""
+        return (self.dim + self.state_width) * 4
+
+
+@dataclass
+class Prediction:
+    """The cost model's answer for one candidate."""
+
+    candidate: Candidate
+    samples_per_s: float
+    step_s: float
+    hit_rate: float
+    rows_fetched: int
+    rows_written_back: int
+    bytes_moved: int
+    memory: dict[str, int]
+    compute_s: float
+    mover_s: float
+    stall_s: float
+    total_s: float
+    steps: int
+    validated: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["label"] = self.candidate.label()
+        return d
+
+
+def check_model(hw: Hardware, work: Workload) -> None:
+    """Refuse a compute measurement made for another model."""
+    measured = hw.compute.model
+    for key in MODEL_KEYS:
+        if key in measured and key in work.model and measured[key] != work.model[key]:
+            raise ConfigError(f"model.{key}", f"the hardware file's compute was measured with "
+                                              f"{measured[key]!r}, this run has {work.model[key]!r}; "
+                                              "run `hotpipe calibrate` with this model")
+
+
+def memory_per_tier(c: Candidate, work: Workload) -> dict[str, int]:
+    """Bytes each tier holds (per rank): fast cache, host RAM backing, file backing."""
+    rows = work.num_rows if c.ranks == 1 else -(-work.num_rows // c.ranks) + c.replicated
+    if c.policy == "none":
+        return {"fast": rows * work.row_bytes, "host": 0, "file": 0}
+    return {"fast": c.capacity * work.row_bytes,
+            "host": rows * work.row_bytes if c.backing == "host" else 0,
+            "file": rows * work.row_bytes if c.backing == "file" else 0}
+
+
+def step_work(trace: StepTrace, c: Candidate, work: Workload,
+              hw: Hardware) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Solo seconds per step: (plan (S,), move (S,), compute (S,)) for one rank."""
+    b = trace.batch_sizes.astype(np.float64)
+    read = hw.batch_read_per_sample_s * b
+    compute = hw.compute.per_step_s + hw.compute.per_sample_s * b
+    if c.policy == "none":
+        zero = np.zeros(trace.steps)
+        return zero, zero, compute
+    plan = hw.planner_fit(c.policy).plan_s(trace.lookups, trace.misses).astype(np.float64)
+    move = hw.tier(c.backing).apply_s(trace.fetched, trace.written_back) + read
+    return plan, move, np.maximum(compute - read, 0.0)
+
+
+def predict(c: Candidate, trace: StepTrace, work: Workload, hw: Hardware) -> Prediction:
+    """Predict one single-rank configuration from its planned trace.
+
+    Args:
+        c: the configuration (``ranks == 1``; see :mod:`hotpipe.profile.ranks`).
+        trace: :func:`~hotpipe.profile.movement.trace_movement` of ``c`` (for
+            ``policy="none"``, any trace of the same steps: only batch sizes are used).
+        work: what is trained.
+        hw: the machine.
+    """
+    if c.ranks != 1:
+        raise ConfigError("ranks", f"predict() models one rank; use ranks.predict_ranks for {c.ranks}")
+    check_model(hw, work)
+    plan, move, compute = step_work(trace, c, work, hw)
+    t = replay_pipeline(plan, move, compute, depth=c.depth, overlap=hw.overlap)
+    tiered = c.policy != "none"
+    tot = trace.totals() if tiered else {"rows_fetched": 0, "rows_written_back": 0, "hit_rate": 1.0}
+    fetched, written = int(tot["rows_fetched"]), int(tot["rows_written_back"])
+    samples = int(trace.batch_sizes.sum())
+    return Prediction(
+        candidate=c,
+        samples_per_s=samples / t.total_s if t.total_s > 0 else 0.0,
+        step_s=t.total_s / max(trace.steps, 1),
+        hit_rate=float(tot["hit_rate"]),
+        rows_fetched=fetched,
+        rows_written_back=written,
+        bytes_moved=(fetched + written) * work.row_bytes,
+        memory=memory_per_tier(c, work),
+        compute_s=t.compute_s, mover_s=t.mover_s, stall_s=t.stall_s, total_s=t.total_s,
+        steps=trace.steps,
+    )

@@ -1,0 +1,151 @@
+"""What the cost model knows about a machine: measured rates, saved as JSON.
+
+Every rate is a small linear fit measured by ``hotpipe calibrate``
+(:mod:`hotpipe.profile.calibrate`) on the code paths training runs, or given
+by hand in the same JSON for a machine that cannot be measured here::
+
+    {
+      "compute":  {"per_step_s": .., "per_sample_s": .., "model": {...}},
+      "tiers":    {"host": {"per_apply_s": .., "per_fetch_s": .., "per_writeback_s": ..},
+                   "file": {...}},
+      "planner":  {"lookahead": {"per_step_s": .., "per_lookup_s": .., "per_miss_s": ..}, ...},
+      "batch_read_per_sample_s": ..,
+      "overlap":  {"compute_rate": .., "mover_rate": ..},
+      "link":     {"bytes_per_s": .., "latency_s": .., "measured": false},
+      "machine":  {...}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hotpipe.errors import ConfigError, DataFormatError
+
+
+@dataclass(frozen=True)
+class ComputeFit:
+    """One training step's compute: ``per_step_s + per_sample_s * B``.
+
+    Measured for one model (``model``: dim, MLPs, tables, optimizers); the
+    cost model refuses to use it for another.
+    """
+
+    per_step_s: float
+    per_sample_s: float
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def step_s(self, batch: int) -> float:
+        return self.per_step_s + self.per_sample_s * batch
+
+
+@dataclass(frozen=True)
+class TierRates:
+    """Applying one step's plan against a backing tier.
+
+    ``per_apply_s + per_fetch_s * fetched + per_writeback_s * written_back``;
+    a fetch is a backing gather plus a cache scatter, a write-back a cache
+    gather plus a backing scatter (rows of dim + optimizer state).
+    """
+
+    per_apply_s: float
+    per_fetch_s: float
+    per_writeback_s: float
+
+    def apply_s(self, fetched: Any, written_back: Any) -> Any:
+        # No plan work at all costs nothing: TieredStore.apply returns at once.
+        busy = (fetched + written_back) > 0
+        return busy * self.per_apply_s + self.per_fetch_s * fetched + self.per_writeback_s * written_back
+
+
+@dataclass(frozen=True)
+class PlannerFit:
+    """Planning one step: ``per_step_s + per_lookup_s * lookups + per_miss_s * misses``."""
+
+    per_step_s: float
+    per_lookup_s: float
+    per_miss_s: float
+
+    def plan_s(self, lookups: Any, misses: Any) -> Any:
+        return self.per_step_s + self.per_lookup_s * lookups + self.per_miss_s * misses
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Speeds of compute and mover, relative to running alone, while both run.
+
+    1.0 each: perfect overlap (separate resources, e.g. a GPU plus a copy
+    engine); on a CPU the two share cores, so each slows the other.
+    """
+
+    compute_rate: float = 1.0
+    mover_rate: float = 1.0
+
+
+@dataclass(frozen=True)
+class Link:
+    """Bandwidth between ranks (all-to-all, all-reduce); unmeasured by default."""
+
+    bytes_per_s: float = 10e9
+    latency_s: float = 20e-6
+    measured: bool = False
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The measured (or given) rates the cost model uses."""
+
+    compute: ComputeFit
+    tiers: dict[str, TierRates]
+    planner: dict[str, PlannerFit]
+    batch_read_per_sample_s: float = 0.0
+    overlap: Overlap = field(default_factory=Overlap)
+    link: Link = field(default_factory=Link)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def tier(self, name: str) -> TierRates:
+        if name not in self.tiers:
+            raise ConfigError("backing", f"no rates for tier {name!r} in the hardware file "
+                                         f"(has {sorted(self.tiers)})")
+        return self.tiers[name]
+
+    def planner_fit(self, policy: str) -> PlannerFit:
+        if policy not in self.planner:
+            raise ConfigError("policy", f"no planner timing for policy {policy!r} in the hardware "
+                                        f"file (has {sorted(self.planner)})")
+        return self.planner[policy]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Hardware:
+        try:
+            return cls(
+                compute=ComputeFit(**d["compute"]),
+                tiers={k: TierRates(**v) for k, v in d["tiers"].items()},
+                planner={k: PlannerFit(**v) for k, v in d["planner"].items()},
+                batch_read_per_sample_s=float(d.get("batch_read_per_sample_s", 0.0)),
+                overlap=Overlap(**d.get("overlap", {})),
+                link=Link(**d.get("link", {})),
+                machine=dict(d.get("machine", {})),
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise DataFormatError(f"not a hotpipe hardware file: {e}", path=source,
+                                  expected="the keys written by `hotpipe calibrate`") from e
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Hardware:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataFormatError(f"cannot read hardware file: {e}", path=str(p)) from e
+        return cls.from_dict(d, str(p))

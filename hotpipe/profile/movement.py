@@ -1,0 +1,126 @@
+"""Rows moved per step, read off the planner's own plans.
+
+The cost model never guesses traffic: it runs :class:`hotpipe.plan.Planner`
+(the same planner the tiered feed runs) over the very steps training would
+run, and counts per step what the plans fetch and evict. Totals therefore
+equal :func:`hotpipe.plan.simulate.replay`'s for the same configuration.
+
+Write-backs are counted the way :class:`hotpipe.storage.tiered.TieredStore`
+writes: an evicted row goes back only if it is dirty, i.e. a step used (and
+so updated) it since it was fetched; rows still dirty at the end go back at
+the final flush (the end-of-run checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.loader import BatchLoader, split_loaders
+from hotpipe.plan.planner import Planner
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """Per-step counts of one planned run; every array is (S,) int64.
+
+    Attributes:
+        lookups: ids looked up (batch x tables).
+        unique: distinct ids.
+        misses: distinct ids not resident when the step was planned.
+        fetched: rows read from backing (misses + rows loaded ahead).
+        evicted: rows leaving the fast tier.
+        written_back: evicted rows that were dirty (written to backing).
+        flushed: dirty rows written back by the final flush (a scalar).
+        batch_sizes: samples per step.
+    """
+
+    lookups: np.ndarray
+    unique: np.ndarray
+    misses: np.ndarray
+    fetched: np.ndarray
+    evicted: np.ndarray
+    written_back: np.ndarray
+    flushed: int
+    batch_sizes: np.ndarray
+
+    @property
+    def steps(self) -> int:
+        return int(self.lookups.shape[0])
+
+    @property
+    def hit_rate(self) -> float:
+        u = int(self.unique.sum())
+        return 1.0 - int(self.misses.sum()) / u if u else 1.0
+
+    def totals(self) -> dict[str, int | float]:
+        return {
+            "steps": self.steps,
+            "samples": int(self.batch_sizes.sum()),
+            "lookups": int(self.lookups.sum()),
+            "unique_lookups": int(self.unique.sum()),
+            "misses": int(self.misses.sum()),
+            "rows_fetched": int(self.fetched.sum()),
+            "rows_evicted": int(self.evicted.sum()),
+            "rows_written_back": int(self.written_back.sum()) + self.flushed,
+            "hit_rate": self.hit_rate,
+        }
+
+
+def trace_movement(steps: Iterable[np.ndarray], *, num_rows: int, capacity: int, window: int,
+                   depth: int, policy: str) -> StepTrace:
+    """Plan ``steps`` and count each step's traffic.
+
+    Args:
+        steps: each step's global ids, (B, T) int64 (a sized sequence lets
+            ``static`` profile its share of the trace, as in training).
+        num_rows, capacity, window, depth, policy: as for :class:`Planner`.
+
+    Raises:
+        CapacityError: ``capacity`` cannot hold a step's in-flight rows.
+    """
+    planner = Planner(num_rows=num_rows, capacity=capacity, window=window, depth=depth, policy=policy)
+    dirty = np.zeros(num_rows, dtype=bool)  # used since fetched
+    cols: list[tuple[int, int, int, int, int, int, int]] = []
+    for plan in planner.plan(steps):
+        ev = plan.evict_ids
+        wb = int(np.count_nonzero(dirty[ev]))
+        dirty[ev] = False
+        dirty[plan.unique_ids] = True  # every row a step looks up gets its update
+        b = int(plan.lookup_slots.shape[0]) if plan.lookup_slots.ndim else 1
+        cols.append((int(plan.lookup_slots.size), int(plan.unique_ids.shape[0]), plan.num_misses,
+                     int(plan.fetch_ids.shape[0]), int(ev.shape[0]), wb, b))
+    arr = np.array(cols, dtype=np.int64).reshape(-1, 7)
+    return StepTrace(*(arr[:, i] for i in range(6)), flushed=int(np.count_nonzero(dirty)),
+                     batch_sizes=arr[:, 6])
+
+
+class TrainTrace:
+    """The steps ``hotpipe.train.run.train`` would run, as global ids.
+
+    Built with the same :func:`~hotpipe.data.loader.split_loaders` call as
+    training (same batch size, validation split, ``drop_last``), so a plan
+    of this trace is the plan the tiered feed makes.
+
+    Args:
+        ds: the dataset.
+        batch_size, val_fraction: as in the run's ``data`` config.
+        max_steps: stop after this many steps (0: all training steps).
+    """
+
+    def __init__(self, ds: ColumnarDataset, *, batch_size: int, val_fraction: float,
+                 max_steps: int = 0) -> None:
+        self.loader: BatchLoader = split_loaders(ds, batch_size=batch_size, val_fraction=val_fraction)[0]
+        self.offsets = np.cumsum([0, *ds.cardinalities])[:-1].astype(np.int64)
+        self.num_rows = int(sum(ds.cardinalities))
+        n = len(self.loader)
+        self.steps = n if not max_steps else min(max_steps, n)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.loader.id_stream(self.offsets, 0, self.steps)

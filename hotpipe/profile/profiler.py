@@ -1,0 +1,303 @@
+"""Profile a dataset's embedding accesses before training on it.
+
+One pass over the memory-mapped sparse column (chunks of rows, in the data's
+order) feeds three things:
+
+- per-table frequency counters (:mod:`hotpipe.profile.counters`) over a
+  Bernoulli sample of the rows (``sample``; all rows with ``exact``), as
+  FAE's profiler does with 5 %;
+- per-part counters (the data cut into ``drift_parts`` consecutive pieces)
+  whose top sets show whether the hot rows drift over time;
+- a :class:`~hotpipe.profile.reuse.ReuseTracker` over *all* rows, following a
+  hash sample of the ids.
+
+A second pass over the counted rows (a bounded subsample of them unless
+exact) asks, for each sample, the rank of its coldest lookup in the pooled
+hot order; from that one number per sample come the "hot samples" (FAE:
+samples whose every lookup is hot) for any hot-set size at once.
+
+The result is a plain JSON-ready dict; :mod:`hotpipe.profile.report` renders it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.errors import ConfigError
+from hotpipe.profile.counters import ExactCounter, SketchSettings, TableCounter, make_counter
+from hotpipe.profile.reuse import ReuseTracker, summarize
+from hotpipe.profile.sketch import MisraGries, _top
+
+TOP_FRACTIONS = (0.001, 0.01, 0.1)
+_STATE_WIDTH = {"sgd": 0, "rowwise_adagrad": 1, "adagrad": None}  # None: one per weight
+
+
+def state_width(optimizer: str, dim: int) -> int:
+    """Optimizer state floats stored with each row (matches model/sparse_optim.py)."""
+    if optimizer not in _STATE_WIDTH:
+        raise ConfigError("optimizer", f"expected one of {sorted(_STATE_WIDTH)}, found {optimizer!r}")
+    w = _STATE_WIDTH[optimizer]
+    return dim if w is None else w
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What to measure and how hard to try.
+
+    Attributes:
+        exact: count every row exactly (``np.bincount`` per table).
+        sample: fraction of rows counted when not exact (FAE uses 5 %).
+        batch_size: rows per training step, for reuse distances in steps.
+        dim, optimizer: size a fast-tier row: ``(dim + state) * 4`` bytes.
+        budgets: fast-tier byte budgets to report the hot set for.
+        sketch: per-table sketch sizes (tables with fewer rows than the
+            sketch has counters are counted exactly anyway).
+        reuse_ids: distinct ids followed per table for reuse distances.
+        drift_parts: consecutive pieces of the data compared for drift.
+        drift_top: the top set compared is ``min(1 % of rows, drift_top)``
+            rows per table: bounded so per-part summaries stay small.
+        hot_rows: rows kept for the hot-sample check when sampling.
+        chunk_rows: rows read per chunk (bounds memory).
+        seed: row sampling and sketch hashing.
+    """
+
+    exact: bool = False
+    sample: float = 0.05
+    batch_size: int = 2048
+    dim: int = 64
+    optimizer: str = "rowwise_adagrad"
+    budgets: tuple[int, ...] = (64 << 20, 1 << 30)
+    sketch: SketchSettings = field(default_factory=SketchSettings)
+    reuse_ids: int = 4096
+    drift_parts: int = 10
+    drift_top: int = 10_000
+    hot_rows: int = 1 << 18
+    chunk_rows: int = 1 << 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sample <= 1.0:
+            raise ConfigError("sample", f"expected a fraction in (0, 1], found {self.sample}")
+        for key in ("batch_size", "dim", "drift_parts", "drift_top", "hot_rows", "chunk_rows", "reuse_ids"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"expected a positive integer, found {getattr(self, key)}")
+        if any(b <= 0 for b in self.budgets):
+            raise ConfigError("budget", f"expected positive byte sizes, found {list(self.budgets)}")
+        state_width(self.optimizer, self.dim)
+
+    @property
+    def bytes_per_row(self) -> int:
+        return (self.dim + state_width(self.optimizer, self.dim)) * 4
+
+
+def _drift_counter(card: int, top: int) -> ExactCounter | MisraGries:
+    # Small tables exactly; big ones with a summary 4x the compared top set.
+    return ExactCounter(card) if card <= 1 << 16 else MisraGries(4 * top)
+
+
+def _top_of(counter: ExactCounter | MisraGries, k: int) -> np.ndarray:
+    ids, counts = counter.top(k)
+    return ids[counts > 0]
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float | None:
+    union = np.union1d(a, b).shape[0]
+    return float(np.intersect1d(a, b).shape[0] / union) if union else None
+
+
+class _Pass:
+    """State of the counting pass (the mutable part of :func:`profile_dataset`)."""
+
+    def __init__(self, ds: ColumnarDataset, s: ProfileSettings) -> None:
+        self.ds, self.s = ds, s
+        cards = ds.cardinalities
+        self.counters: list[TableCounter] = [
+            make_counter(c, exact=s.exact, settings=s.sketch, seed=s.seed + t) for t, c in enumerate(cards)]
+        self.drift_k = [max(1, min(math.ceil(0.01 * c), s.drift_top)) for c in cards]
+        self.parts = [[_drift_counter(c, k) for _ in range(s.drift_parts)]
+                      for c, k in zip(cards, self.drift_k, strict=True)]
+        self.reuse = ReuseTracker(cards, batch_size=s.batch_size, ids_per_table=s.reuse_ids)
+        self.rng = np.random.default_rng(s.seed)
+        # Rows the hot-sample check re-reads: (first row, row mask) per chunk.
+        self.kept: list[tuple[int, np.ndarray | None]] = []
+        expected = max(1.0, s.sample * ds.rows)
+        self.keep_p = 1.0 if s.exact else min(1.0, s.hot_rows / expected)
+
+    def run(self) -> None:
+        n, step = self.ds.rows, self.s.chunk_rows
+        for r0 in range(0, n, step):
+            chunk = np.asarray(self.ds.sparse[r0:r0 + step])  # (c, T) int32
+            self.reuse.update(chunk, r0)
+            if self.s.exact:
+                mask = None
+                rows = chunk
+            else:
+                mask = self.rng.random(chunk.shape[0]) < self.s.sample
+                rows = chunk[mask]
+            for t, counter in enumerate(self.counters):
+                counter.update(rows[:, t])
+            self._parts(chunk, r0, mask)
+            if self.keep_p < 1.0 and mask is not None:
+                mask = mask & (self.rng.random(chunk.shape[0]) < self.keep_p)
+            self.kept.append((r0, mask))
+
+    def _parts(self, chunk: np.ndarray, r0: int, mask: np.ndarray | None) -> None:
+        rows = r0 + np.arange(chunk.shape[0], dtype=np.int64)
+        part = rows * self.s.drift_parts // max(self.ds.rows, 1)  # (c,)
+        if mask is not None:
+            chunk, part = chunk[mask], part[mask]
+        for p in np.unique(part):
+            sel = chunk[part == p]
+            for t in range(chunk.shape[1]):
+                self.parts[t][int(p)].update(sel[:, t])
+
+
+def _pooled_order(counters: list[TableCounter], offsets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most counted rows over all tables: (global ids, counts), descending."""
+    ids, counts = [], []
+    for t, c in enumerate(counters):
+        i, n = c.top(k)
+        ids.append(i + offsets[t])
+        counts.append(n)
+    return _top(np.concatenate(ids), np.concatenate(counts), k)
+
+
+def _coldest_rank(ds: ColumnarDataset, kept: list[tuple[int, np.ndarray | None]], chunk_rows: int,
+                  order: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per kept sample, the pooled rank of its coldest lookup: (S,) int64.
+
+    A sample is hot for a hot set of the first ``K`` rows of ``order`` iff
+    this rank is ``< K``; lookups of rows not in ``order`` rank as int64 max.
+    """
+    perm = np.argsort(order, kind="stable")
+    sorted_ids = order[perm]  # rank of sorted_ids[j] is perm[j]
+    unranked = np.iinfo(np.int64).max
+    out = []
+    for r0, mask in kept:
+        chunk = np.asarray(ds.sparse[r0:r0 + chunk_rows], dtype=np.int64)
+        if mask is not None:
+            chunk = chunk[mask]
+        g = chunk + offsets[None, :]  # (c, T) global ids
+        if sorted_ids.shape[0] == 0:
+            out.append(np.full(g.shape[0], unranked, dtype=np.int64))
+            continue
+        pos = np.minimum(np.searchsorted(sorted_ids, g), sorted_ids.shape[0] - 1)
+        rank = np.where(sorted_ids[pos] == g, perm[pos], unranked)  # (c, T)
+        out.append(rank.max(axis=1))
+    return np.concatenate(out) if out else np.empty(0, np.int64)
+
+
+def _share(counts_desc: np.ndarray, k: int, total: int) -> float:
+    # Sketched counts are upper bounds: clip so a share never exceeds 1.
+    return min(1.0, float(counts_desc[:k].sum() / total)) if total else 0.0
+
+
+def _cdf_points(counts_desc: np.ndarray, total: int, points: int = 64) -> dict[str, list[float]]:
+    """Share of lookups taken by the top x of rows, at log-spaced x (for the CDF plot)."""
+    n = counts_desc.shape[0]
+    if n == 0 or total == 0:
+        return {"rows": [], "share": []}
+    ks = np.unique(np.geomspace(1, n, points).astype(np.int64))
+    cum = np.cumsum(counts_desc)
+    return {"rows": ks.tolist(), "share": np.minimum(1.0, cum[ks - 1] / total).tolist()}
+
+
+def _table_stats(name: str, card: int, counter: TableCounter, reuse: tuple[np.ndarray, float],
+                 drift: list[float | None]) -> dict[str, Any]:
+    ids, counts = counter.top(card)
+    total = counter.total
+    top_rows = {f"{f:.1%}": math.ceil(f * card) for f in TOP_FRACTIONS}
+    out: dict[str, Any] = {
+        "name": name,
+        "cardinality": card,
+        "lookups_counted": total,
+        "counting": "exact" if isinstance(counter, ExactCounter) else "sketch",
+        "top_rows": top_rows,
+        "top_share": {p: _share(counts, k, total) for p, k in top_rows.items()},
+        # False where the sketch cannot name that many rows with certainty.
+        "top_share_certain": {p: k <= counter.known() for p, k in top_rows.items()},
+        "cdf": _cdf_points(counts, total),
+        "reuse": summarize(*reuse),
+        "drift_jaccard": drift,
+    }
+    if isinstance(counter, ExactCounter):
+        out["rows_seen"] = int(np.count_nonzero(counter.counts))
+        out["rows_seen_once"] = int(np.count_nonzero(counter.counts == 1))
+    return out
+
+
+def profile_dataset(path: str | os.PathLike[str], settings: ProfileSettings | None = None) -> dict[str, Any]:
+    """Profile the embedding accesses of a columnar dataset.
+
+    Args:
+        path: a dataset directory (``hotpipe prepare`` / ``ColumnarWriter``).
+        settings: what to measure; defaults to :class:`ProfileSettings`.
+
+    Returns:
+        A JSON-ready dict: ``dataset``, ``settings``, ``tables`` (one dict per
+        table) and ``overall`` (pooled shares, hot set per budget, hot-set
+        curve, reuse, drift). Counts are of the counted (sampled) rows.
+    """
+    s = settings or ProfileSettings()
+    t0 = time.perf_counter()
+    ds = ColumnarDataset.open(path)
+    cards = ds.cardinalities
+    offsets = np.cumsum([0, *cards])[:-1].astype(np.int64)
+    total_rows = int(sum(cards))
+    state = _Pass(ds, s)
+    state.run()
+
+    hist, cold = state.reuse.estimated()  # (T, bins), (T,)
+    drift = [[_jaccard(_top_of(parts[0], k), _top_of(p, k)) for p in parts]
+             for parts, k in zip(state.parts, state.drift_k, strict=True)]
+    tables = [_table_stats(t.name, t.cardinality, c, (hist[i], float(cold[i])), drift[i])
+              for i, (t, c) in enumerate(zip(ds.tables, state.counters, strict=True))]
+
+    order, counts = _pooled_order(state.counters, offsets, total_rows)
+    lookups = sum(c.total for c in state.counters)
+    coldest = _coldest_rank(ds, state.kept, s.chunk_rows, order, offsets)
+    known = sum(c.known() for c in state.counters)
+
+    def hot(rows: int) -> dict[str, Any]:
+        k = min(rows, total_rows)
+        return {"rows": int(rows), "bytes": int(rows) * s.bytes_per_row,
+                "lookup_share": _share(counts, k, lookups),
+                "hot_samples": float(np.mean(coldest < k)) if coldest.shape[0] else 0.0,
+                "certain": k <= known}
+
+    curve_rows = np.unique(np.geomspace(1, max(total_rows, 1), 48).astype(np.int64))
+    weights = np.array([c.total for c in state.counters], dtype=np.float64)
+    mean_drift = [None if any(d[p] is None for d in drift) else
+                  float(np.average([d[p] for d in drift], weights=weights if weights.sum() else None))
+                  for p in range(s.drift_parts)]
+    overall = {
+        "rows": total_rows,
+        "lookups_counted": lookups,
+        "samples_counted": int(lookups // max(len(cards), 1)),
+        "top_rows": {f"{f:.1%}": math.ceil(f * total_rows) for f in TOP_FRACTIONS},
+        "top_share_pooled": {f"{f:.1%}": _share(counts, math.ceil(f * total_rows), lookups)
+                             for f in TOP_FRACTIONS},
+        "top_share_mean_over_tables": {p: float(np.mean([t["top_share"][p] for t in tables]))
+                                       for p in tables[0]["top_share"]} if tables else {},
+        "budgets": [{"budget_bytes": b, **hot(b // s.bytes_per_row)} for b in s.budgets],
+        "hot_curve": [hot(int(k)) for k in curve_rows],
+        "hot_samples_checked": int(coldest.shape[0]),
+        "reuse": summarize(hist.sum(axis=0), float(cold.sum())),
+        "drift_jaccard_mean": mean_drift,
+    }
+    settings_out = asdict(s)
+    settings_out["bytes_per_row"] = s.bytes_per_row
+    return {
+        "dataset": {"path": str(ds.path), "rows": ds.rows, "tables": len(cards)},
+        "settings": settings_out,
+        "tables": tables,
+        "overall": overall,
+        "seconds": time.perf_counter() - t0,
+    }
