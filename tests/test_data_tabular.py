@@ -139,3 +139,15 @@ def test_skipping_every_row_is_an_error_not_an_empty_dataset(tmp_path: Path) -> 
     assert (e.value.line, e.value.field) == (2, "age") and not (tmp_path / "ds").exists()
     with pytest.raises(ConfigError, match="on_bad_line"):
         prepare_tabular([path], tmp_path / "ds", schema=SCHEMA, on_bad_line="ignore", progress=False)
+
+
+def test_ragged_csv_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("y,user,item\n0,1,a\n1,2\n0,3,c\n1,4,d,extra\n0,5,e\n")
+    schema = {"label": "y", "categorical": ["user", "item"]}
+    with pytest.raises(DataFormatError) as e:
+        prepare_tabular([path], tmp_path / "ds", schema=schema, progress=False)
+    assert (e.value.line, e.value.field, e.value.expected, e.value.found) == (3, "line", "3 columns", "2 columns")
+    s = prepare_tabular([path], tmp_path / "ds", schema=schema, on_bad_line="skip", progress=False)
+    assert s.rows == 3 and s.bad_lines == 2
+    assert "2 columns: 1,2" in s.bad_examples[0].reason() and "?" in s.format()

@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotpipe.plan import POLICIES, Planner
 from hotpipe.plan.queues import BucketedFifo, RowFifo, log2_bucket
 
 ops = st.lists(st.one_of(
@@ -52,3 +53,26 @@ def test_bucketed_fifo_drains_low_buckets_first_in_order() -> None:
 
 def test_log2_bucket() -> None:
     assert log2_bucket(np.array([1, 2, 3, 4, 7, 8, 1 << 30])).tolist() == [0, 1, 1, 2, 2, 3, 30]
+
+
+def test_queues_stay_bounded_when_nothing_is_evicted() -> None:
+    # 50 rows reused forever in a 50-slot cache: every step unpins rows,
+    # nothing is ever popped, so without compaction the queues would grow.
+    rng = np.random.default_rng(0)
+    steps = [rng.integers(0, 50, 8) for _ in range(3000)]
+    for name in ("lru", "lfu", "lookahead"):
+        policy = POLICIES[name]()
+        planner = Planner(num_rows=50, capacity=50, window=4, depth=1, policy=policy)
+        for plan in planner.plan(steps):
+            assert plan.evict_ids.size == 0
+        queue = {"lru": "_fifo", "lfu": "_buckets", "lookahead": "_never"}[name]
+        assert len(getattr(policy, queue)) <= 2 * 50 + 4096, name
+
+
+def test_compact_keeps_valid_entries_in_order() -> None:
+    q = RowFifo(initial=2)
+    q.push(np.arange(10), np.zeros(10, dtype=np.int32))
+    q.pop(2, lambda ids, st: np.ones(ids.shape[0], dtype=bool))
+    q.compact(lambda ids, st: ids % 3 != 0)
+    assert len(q) == 5
+    assert q.pop(10, lambda ids, st: np.ones(ids.shape[0], dtype=bool)).tolist() == [2, 4, 5, 7, 8]

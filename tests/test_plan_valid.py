@@ -97,13 +97,14 @@ def test_bad_configuration_and_ids_are_rejected() -> None:
         Planner(num_rows=4, capacity=2, window=0)
     with pytest.raises(ConfigError, match="depth"):
         Planner(num_rows=4, capacity=2, window=1, depth=-1)
-    planner = Planner(num_rows=4, capacity=2, window=1)
-    with pytest.raises(DataFormatError, match="out of range"):
-        list(planner.plan([np.array([1, 4])]))
-    with pytest.raises(DataFormatError, match="out of range"):
-        list(planner.plan([np.array([-1])]))
-    with pytest.raises(DataFormatError, match="integer"):
-        list(planner.plan([np.array([0.5])]))
+    for policy in ("lookahead", "static"):  # static reads ids early, to profile them
+        planner = Planner(num_rows=4, capacity=2, window=1, policy=policy)
+        with pytest.raises(DataFormatError, match=r"step 1: row id out of range.*found '4'"):
+            list(planner.plan([np.array([1, 2]), np.array([1, 4])]))
+        with pytest.raises(DataFormatError, match="out of range"):
+            list(planner.plan([np.array([-1])]))
+        with pytest.raises(DataFormatError, match="integer"):
+            list(planner.plan([np.array([0.5])]))
 
 
 def test_checker_catches_a_wrong_lookup() -> None:

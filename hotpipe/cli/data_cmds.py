@@ -9,7 +9,7 @@ from hotpipe.data.prepare import prepare_criteo, prepare_tabular
 from hotpipe.data.synth import synthesize
 from hotpipe.errors import ConfigError
 
-_DEFAULT_CHUNK_ROWS = 131072  # ~32 MB of Criteo text per chunk; bounds memory
+_DEFAULT_CHUNK_ROWS = 65536  # ~16 MB of Criteo text per chunk: ~0.5 GB peak RSS, as fast as larger
 
 
 def register(subparsers: Any) -> None:

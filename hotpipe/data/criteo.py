@@ -396,7 +396,7 @@ def _iter_blocks(stream: SourceStream, path: str, block_bytes: int) -> Iterator[
             line_no += lines
 
 
-def read_criteo(stream: SourceStream, *, chunk_rows: int = 131072,
+def read_criteo(stream: SourceStream, *, chunk_rows: int = 65536,
                 on_bad_line: str = "error") -> Iterator[RawChunk]:
     """Stream a Criteo file as :class:`RawChunk` s (keys = the hex values).
 

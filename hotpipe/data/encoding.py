@@ -41,7 +41,7 @@ class BadLine:
     """One rejected input line (or row), kept for the bad-line summary."""
 
     path: str
-    line: int  # 1-based
+    line: int | None  # 1-based; None where the parser cannot tell (a skipped ragged CSV row)
     field: str
     expected: str
     found: str

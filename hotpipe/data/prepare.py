@@ -90,7 +90,7 @@ class PrepareSummary:
                else f"(buckets={self.encoding['buckets'][0] if len(set(self.encoding['buckets'])) == 1 else 'per table'})"),
             f"bad lines skipped: {self.bad_lines:,}",
         ]
-        lines += [f"  {b.path}:{b.line}: {b.reason()}" for b in self.bad_examples]
+        lines += [f"  {b.path}:{b.line or '?'}: {b.reason()}" for b in self.bad_examples]
         lines.append(f"tables ({len(self.tables)}, rows incl. OOV/missing; total {sum(self.cardinalities):,}):")
         lines.append("  " + " ".join(f"{n}={c:,}" for n, c in zip(self.tables, self.cardinalities, strict=True)))
         return "\n".join(lines)
@@ -236,7 +236,7 @@ def _size(p: Path) -> int:
 
 def prepare_criteo(inputs: Sequence[PathLike] | PathLike, out: PathLike, *, encoding: str = "vocab",
                    min_count: int = 1, buckets: int | Sequence[int] | None = None,
-                   on_bad_line: str = "error", chunk_rows: int = 131072, progress: bool = True,
+                   on_bad_line: str = "error", chunk_rows: int = 65536, progress: bool = True,
                    overwrite: bool = False) -> PrepareSummary:
     """Criteo TSV files (plain or gzip) -> a columnar dataset at ``out``.
 
@@ -275,7 +275,7 @@ def _buckets(b: int | Sequence[int] | None) -> int | tuple[int, ...] | None:
 def prepare_tabular(inputs: Sequence[PathLike] | PathLike, out: PathLike, *,
                     schema: TabularSchema | Mapping[str, Any] | PathLike, format: str | None = None,
                     encoding: str = "vocab", min_count: int = 1, buckets: int | Sequence[int] | None = None,
-                    on_bad_line: str = "error", chunk_rows: int = 131072, progress: bool = True,
+                    on_bad_line: str = "error", chunk_rows: int = 65536, progress: bool = True,
                     overwrite: bool = False) -> PrepareSummary:
     """CSV/Parquet files described by a schema -> a columnar dataset at ``out``.
 

@@ -319,7 +319,7 @@ def make_teacher(cfg: SynthConfig) -> Teacher:
 
 
 def synthesize(out: str | os.PathLike[str], *, rows: int, scale: float = 1.0, zipf: float = 1.05,
-               drift: float = 0.0, num_dense: int = 13, seed: int = 0, chunk_rows: int = 131072,
+               drift: float = 0.0, num_dense: int = 13, seed: int = 0, chunk_rows: int = 65536,
                overwrite: bool = False, progress: bool = True) -> SynthSummary:
     """Write a synthetic Criteo-shaped dataset (see the module docstring).
 

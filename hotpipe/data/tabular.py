@@ -29,7 +29,7 @@ import hashlib
 import io
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,30 +246,83 @@ def _csv_header(path: Path, delimiter: str) -> list[str]:
     return next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
 
 
-def read_csv(stream: SourceStream, schema: TabularSchema, *, chunk_rows: int = 131072,
+class _RaggedRows:
+    """pyarrow's invalid-row callback: rows with the wrong number of columns.
+
+    pyarrow parses ahead and does not know the rows' line numbers, so skipped
+    ragged rows are counted and shown by their text; in error mode the line is
+    found afterwards by :func:`_find_ragged_line`.
+    """
+
+    def __init__(self, path: str, skip: bool) -> None:
+        self.path, self.skip = path, skip
+        self.count, self.examples = 0, []  # type: ignore[var-annotated]
+
+    def __call__(self, row: Any) -> str:
+        if not self.skip:
+            return "error"
+        self.count += 1
+        if len(self.examples) < _MAX_EXAMPLES:
+            self.examples.append(BadLine(self.path, row.number, "line", f"{row.expected_columns} columns",
+                                         f"{row.actual_columns} columns: {row.text[:40]}"))
+        return "skip"
+
+    def drain(self, chunk: RawChunk) -> RawChunk:
+        """Move the ragged rows seen so far into ``chunk``'s bad-line tally."""
+        if not self.count:
+            return chunk
+        merged = replace(chunk, bad_count=chunk.bad_count + self.count,
+                         bad=(*self.examples, *chunk.bad)[:_MAX_EXAMPLES])
+        self.count, self.examples = 0, []
+        return merged
+
+
+def _find_ragged_line(path: Path, delimiter: str) -> tuple[int, int, int] | None:
+    """(line, expected, found columns) of the first ragged row: an error-path-only rescan."""
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    with (gzip.open if compressed else open)(path, "rt", newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        width = len(next(reader, []))
+        for row in reader:
+            if row and len(row) != width:
+                return reader.line_num, width, len(row)
+    return None
+
+
+def read_csv(stream: SourceStream, schema: TabularSchema, *, chunk_rows: int = 65536,
              on_bad_line: str = "error", want_names: bool = False) -> Iterator[RawChunk]:
     """Stream a CSV file (plain or gzip) with a header row as :class:`RawChunk` s."""
     path = str(stream.path)
     _check_columns(_csv_header(stream.path, schema.delimiter), schema, path)
     strings = {c: pa.string() for c in schema.columns}
+    ragged = _RaggedRows(path, on_bad_line == "skip")
     try:
         reader = pcsv.open_csv(
             stream,
             read_options=pcsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 64)),
-            parse_options=pcsv.ParseOptions(delimiter=schema.delimiter),
+            parse_options=pcsv.ParseOptions(delimiter=schema.delimiter, invalid_row_handler=ragged),
             # Everything as text: we validate numbers ourselves to name the bad row.
             convert_options=pcsv.ConvertOptions(include_columns=list(schema.columns), column_types=strings,
                                                 strings_can_be_null=True))
-        line = 2
+        line = 2  # after skipped ragged rows, later line numbers are low by their count
         for batch in reader:
-            yield _to_chunk(batch, schema, path, line, on_bad_line == "skip", want_names)
+            yield ragged.drain(_to_chunk(batch, schema, path, line, ragged.skip, want_names))
             line += batch.num_rows
-    except pa.ArrowInvalid as e:  # ragged rows, bad quoting
-        raise DataFormatError("unparseable CSV", path=path, expected="a well-formed CSV file",
-                              found=str(e)[:200]) from e
+    except pa.ArrowInvalid as e:  # a ragged row (error mode) or broken quoting
+        found = _find_ragged_line(stream.path, schema.delimiter)
+        if found is None:
+            raise DataFormatError("unparseable CSV", path=path, expected="a well-formed CSV file",
+                                  found=str(e)[:200]) from e
+        raise DataFormatError("malformed line", path=path, line=found[0], field="line",
+                              expected=f"{found[1]} columns", found=f"{found[2]} columns") from e
+    if ragged.count:
+        yield ragged.drain(RawChunk(np.zeros(0, np.float32), np.zeros((0, len(schema.dense))),
+                                    np.zeros((0, len(schema.categorical)), np.uint64),
+                                    np.zeros((0, len(schema.categorical)), bool)))
 
 
-def read_parquet(path: str | os.PathLike[str], schema: TabularSchema, *, chunk_rows: int = 131072,
+def read_parquet(path: str | os.PathLike[str], schema: TabularSchema, *, chunk_rows: int = 65536,
                  on_bad_line: str = "error", want_names: bool = False) -> Iterator[RawChunk]:
     """Stream a Parquet file batch by batch as :class:`RawChunk` s."""
     p = str(path)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hotpipe.plan.queues import BucketedFifo, log2_bucket
+from hotpipe.plan.queues import BucketedFifo, compact_if_bloated, log2_bucket
 from hotpipe.plan.state import CacheState
 from hotpipe.plan.types import NEVER, EvictionPolicy, StepRecord
 
@@ -80,20 +80,21 @@ class LookaheadPolicy(EvictionPolicy):
         gone = ids[never]
         st = self.state
         self._never.push(gone, st.last_use.take(gone), log2_bucket(st.freq.take(gone)))
+        compact_if_bloated(self._never, self._unused_in_window, st.capacity)
         self._far.add(ids[~never], nu[~never])
         return np.empty(0, dtype=np.int64)
 
     def victims(self, k: int) -> np.ndarray:
-        st, nu = self.state, self._next_use
-
-        def unused_in_window(ids: np.ndarray, stamps: np.ndarray) -> np.ndarray:
-            return (st.slot_of.take(ids) >= 0) & (st.last_use.take(ids) == stamps) & \
-                (nu.take(ids) == NEVER)
-
-        out = self._never.pop(k, unused_in_window)
+        out = self._never.pop(k, self._unused_in_window)
         if out.shape[0] == k:
             return out
         return np.concatenate([out, self._far.take(k - out.shape[0])])
+
+    def _unused_in_window(self, ids: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+        """Validity of never-queue entries: resident, unused since, no use in the window."""
+        st = self.state
+        return (st.slot_of.take(ids) >= 0) & (st.last_use.take(ids) == stamps) & \
+            (self._next_use.take(ids) == NEVER)
 
     def on_planned(self, rec: StepRecord) -> None:
         u = rec.uniq

@@ -11,7 +11,7 @@ import numpy as np
 
 from hotpipe.errors import ConfigError
 from hotpipe.plan.lookahead import LookaheadPolicy
-from hotpipe.plan.queues import BucketedFifo, RowFifo, Validator, log2_bucket
+from hotpipe.plan.queues import BucketedFifo, RowFifo, Validator, compact_if_bloated, log2_bucket
 from hotpipe.plan.state import CacheState
 from hotpipe.plan.static import StaticPolicy
 from hotpipe.plan.types import EvictionPolicy
@@ -30,14 +30,16 @@ class LRUPolicy(EvictionPolicy):
     def start(self, state: CacheState, sample: list[np.ndarray]) -> None:
         super().start(state, sample)
         self._fifo = RowFifo()
+        self._valid = _unused_since(state)
 
     def on_release(self, ids: np.ndarray) -> np.ndarray:
         # Rows are unpinned in the order of their last use, so FIFO order is LRU order.
-        self._fifo.push(ids, self.state.last_use[ids])
+        self._fifo.push(ids, self.state.last_use.take(ids))
+        compact_if_bloated(self._fifo, self._valid, self.state.capacity)
         return np.empty(0, dtype=np.int64)
 
     def victims(self, k: int) -> np.ndarray:
-        return self._fifo.pop(k, _unused_since(self.state))
+        return self._fifo.pop(k, self._valid)
 
 
 class LFUPolicy(EvictionPolicy):
@@ -45,7 +47,8 @@ class LFUPolicy(EvictionPolicy):
 
     Counts 1..16 are told apart exactly; above, rows with counts in the same
     power-of-two range ``[2**b, 2**(b+1))`` share a bucket and leave in LRU
-    order, which is how FBGEMM's LFU cache coarsens counts too.
+    order. Exact order among frequent rows buys little (they are rarely the
+    victims) and would need a heap instead of a few FIFOs.
     """
 
     name = "lfu"
@@ -53,23 +56,25 @@ class LFUPolicy(EvictionPolicy):
     def start(self, state: CacheState, sample: list[np.ndarray]) -> None:
         super().start(state, sample)
         self._buckets = BucketedFifo(_LFU_BUCKETS)
+        self._valid = _unused_since(state)
 
     def on_release(self, ids: np.ndarray) -> np.ndarray:
         st = self.state
-        freq = st.freq[ids]
+        freq = st.freq.take(ids)
         bucket = np.where(freq <= _LFU_EXACT, freq - 1, _LFU_EXACT - 4 + log2_bucket(freq))
-        self._buckets.push(ids, st.last_use[ids], bucket)
+        self._buckets.push(ids, st.last_use.take(ids), bucket)
+        compact_if_bloated(self._buckets, self._valid, st.capacity)
         return np.empty(0, dtype=np.int64)
 
     def victims(self, k: int) -> np.ndarray:
-        return self._buckets.pop(k, _unused_since(self.state))
+        return self._buckets.pop(k, self._valid)
 
 
 def _unused_since(st: CacheState) -> Validator:
     """Entries stay valid while the row is resident and unused since it was pushed."""
 
     def valid(ids: np.ndarray, stamps: np.ndarray) -> np.ndarray:
-        return (st.slot_of[ids] >= 0) & (st.last_use[ids] == stamps)
+        return (st.slot_of.take(ids) >= 0) & (st.last_use.take(ids) == stamps)
 
     return valid
 

@@ -7,6 +7,12 @@ evicted, its next use moved into the window), every entry carries a *stamp*
 whether the entry is still valid. Stale entries are skipped and dropped, so
 each entry costs O(1) amortized and no step touches more than it pushes plus
 what it pops.
+
+Entries of rows that are never popped (a big cache rarely evicts) would pile
+up, so owners call :func:`compact_if_bloated` after pushing: when a queue
+holds more than twice as many entries as there can be valid ones (at most
+one per resident row), the stale ones are dropped in one O(len) pass, which
+is O(1) amortized per push.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 Validator = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 _MIN_CHUNK = 256  # below this, per-call overhead dominates the scan
+_COMPACT_SLACK = 4096  # never compact tiny queues: the pass costs more than it saves
 
 
 class RowFifo:
@@ -84,6 +91,15 @@ class RowFifo:
             self._head = self._tail = 0
         return np.concatenate(taken) if taken else np.empty(0, dtype=np.int64)
 
+    def compact(self, is_valid: Validator) -> None:
+        """Drop every stale entry, keeping the order of the others. O(len)."""
+        ids = self._ids[self._head : self._tail]
+        stamps = self._stamps[self._head : self._tail]
+        keep = is_valid(ids, stamps)
+        n = int(np.count_nonzero(keep))
+        self._ids[:n], self._stamps[:n] = ids[keep], stamps[keep]
+        self._head, self._tail = 0, n
+
     def _make_room(self, n: int) -> None:
         live = self._tail - self._head
         size = self._ids.shape[0]
@@ -125,6 +141,12 @@ class BucketedFifo:
             lo, hi = int(ends[k] - counts[k]), int(ends[k])
             self._queues[k].push(ids[lo:hi], stamps[lo:hi] if isinstance(stamps, np.ndarray) else stamps)
 
+    def compact(self, is_valid: Validator) -> None:
+        """Drop every stale entry of every bucket."""
+        for q in self._queues:
+            if len(q):
+                q.compact(is_valid)
+
     def pop(self, k: int, is_valid: Validator) -> np.ndarray:
         """Remove and return up to ``k`` valid ids, lowest bucket first."""
         taken: list[np.ndarray] = []
@@ -141,3 +163,15 @@ class BucketedFifo:
 def log2_bucket(counts: np.ndarray) -> np.ndarray:
     """floor(log2(count)) for counts >= 1, as int64 (0 for count 1)."""
     return np.frexp(counts.astype(np.float64))[1].astype(np.int64) - 1
+
+
+def compact_if_bloated(queue: RowFifo | BucketedFifo, is_valid: Validator, max_valid: int) -> None:
+    """Compact ``queue`` if it holds over ``2 * max_valid`` (+ slack) entries.
+
+    Args:
+        queue: the queue.
+        is_valid: its validity test.
+        max_valid: an upper bound on its valid entries (e.g. the capacity).
+    """
+    if len(queue) > 2 * max_valid + _COMPACT_SLACK:
+        queue.compact(is_valid)

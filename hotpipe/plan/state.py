@@ -94,19 +94,29 @@ class CacheState:
         Raises:
             DataFormatError: an id is negative or not below ``num_rows``.
         """
-        ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":
-            raise DataFormatError(f"step {step}: ids must be integers", expected="an integer array",
-                                  found=str(ids.dtype))
-        ids = ids.astype(np.int64, copy=False)
+        ids = checked_ids(step, ids, self.num_rows)
         flat = ids.reshape(-1)
-        if flat.shape[0] and (int(flat.min()) < 0 or int(flat.max()) >= self.num_rows):
-            bad = flat[(flat < 0) | (flat >= self.num_rows)][0]
-            raise DataFormatError(f"step {step}: row id out of range",
-                                  expected=f"0 <= id < num_rows={self.num_rows}", found=str(bad))
         pos = np.arange(flat.shape[0], dtype=np.int32)
         mark = self._mark
         mark[flat] = pos
         uniq = flat[mark.take(flat) == pos]
         mark[uniq] = np.arange(uniq.shape[0], dtype=np.int32)
         return StepRecord(step, ids.shape, uniq, mark.take(flat))
+
+
+def checked_ids(step: int, ids: np.ndarray, num_rows: int) -> np.ndarray:
+    """``ids`` as int64 (same shape), after checking they are row ids.
+
+    Raises:
+        DataFormatError: not integers, or an id outside ``[0, num_rows)``.
+    """
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise DataFormatError(f"step {step}: ids must be integers", expected="an integer array",
+                              found=str(ids.dtype))
+    ids = ids.astype(np.int64, copy=False)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_rows):
+        bad = ids[(ids < 0) | (ids >= num_rows)][0]
+        raise DataFormatError(f"step {step}: row id out of range",
+                              expected=f"0 <= id < num_rows={num_rows}", found=str(bad))
+    return ids

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from hotpipe.plan.state import CacheState
+from hotpipe.plan.state import CacheState, checked_ids
 from hotpipe.plan.types import EvictionPolicy, StepRecord
 
 #: Steps to profile when the trace length is unknown (a generator).
@@ -68,8 +68,8 @@ class StaticPolicy(EvictionPolicy):
         super().start(state, sample)
         counts = np.zeros(state.num_rows, dtype=np.int64)
         uniqs = []
-        for ids in sample:
-            u, c = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
+        for step, ids in enumerate(sample):
+            u, c = np.unique(checked_ids(step, ids, state.num_rows), return_counts=True)
             counts[u] += c
             uniqs.append(u)
         seen = np.flatnonzero(counts)
@@ -111,10 +111,10 @@ class StaticPolicy(EvictionPolicy):
     def _choose_hot_rows(self, by_count: np.ndarray, uniqs: list[np.ndarray]) -> int:
         """The largest h with h + scratch(h) <= capacity (see the module docstring)."""
         st = self.state
-        rank = np.full(st.num_rows, np.iinfo(np.int32).max, dtype=np.int32)
-        rank[by_count] = np.arange(by_count.shape[0], dtype=np.int32)
         if not uniqs:
             return 0
+        rank = np.full(st.num_rows, np.iinfo(np.int32).max, dtype=np.int32)
+        rank[by_count] = np.arange(by_count.shape[0], dtype=np.int32)
         d = st.depth
         # Ranks of the rows each profiled step pins, tagged by step.
         pinned = [np.unique(np.concatenate(uniqs[max(0, s - d) : s + 1])) for s in range(len(uniqs))]

@@ -40,6 +40,7 @@ from hotpipe.model.embedding import SlotStore, SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
 from hotpipe.plan.planner import Planner
 from hotpipe.plan.types import StepPlan
+from hotpipe.profile.costmodel import model_key
 from hotpipe.profile.fit import nonneg_lstsq
 from hotpipe.profile.hardware import (ComputeFit, Hardware, Link, Overlap, PlannerFit,
                                       TierRates)
@@ -77,14 +78,6 @@ class CalibrationSpec:
     tiers: tuple[str, ...] = TIERS
     workdir: str | None = None
     seed: int = 0
-
-
-def model_key(run: RunConfig, tables: int) -> dict[str, Any]:
-    """The settings a compute measurement depends on (compared by the cost model)."""
-    m, o = run.model, run.optim
-    return {"embedding_dim": m.embedding_dim, "bottom": list(m.bottom), "top": list(m.top),
-            "tables": tables, "embedding_optimizer": o.embedding, "dense_optimizer": o.dense,
-            "threads": run.train.threads or torch.get_num_threads()}
 
 
 def _loadavg() -> list[float]:

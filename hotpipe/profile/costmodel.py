@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from hotpipe.config import RunConfig
 from hotpipe.errors import ConfigError
 from hotpipe.profile.hardware import Hardware
 from hotpipe.profile.movement import StepTrace
 from hotpipe.profile.pipeline import replay_pipeline
 
-#: Model keys a compute measurement must share with the run it predicts.
-MODEL_KEYS = ("embedding_dim", "bottom", "top", "tables", "embedding_optimizer", "dense_optimizer")
+#: Settings a compute measurement must share with the run it predicts.
+MODEL_KEYS = ("embedding_dim", "bottom", "top", "tables", "embedding_optimizer", "dense_optimizer",
+              "threads")
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,30 @@ class Prediction:
         d = asdict(self)
         d["label"] = self.candidate.label()
         return d
+
+
+def model_key(run: RunConfig, tables: int) -> dict[str, Any]:
+    """The settings of :data:`MODEL_KEYS` for a run (threads 0 = torch's default now)."""
+    import torch
+
+    m, o = run.model, run.optim
+    return {"embedding_dim": m.embedding_dim, "bottom": list(m.bottom), "top": list(m.top),
+            "tables": tables, "embedding_optimizer": o.embedding, "dense_optimizer": o.dense,
+            "threads": run.train.threads or torch.get_num_threads()}
+
+
+def workload_from_config(run: RunConfig, cardinalities: list[int], num_dense: int) -> Workload:
+    """The :class:`Workload` of a run on a dataset with these tables."""
+    from hotpipe.model.dlrm import DLRM
+    from hotpipe.model.sparse_optim import make_row_optimizer
+
+    m = run.model
+    opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=m.embedding_dim)
+    dlrm = DLRM(num_dense=num_dense, num_tables=len(cardinalities), embedding_dim=m.embedding_dim,
+                bottom=list(m.bottom), top=list(m.top))
+    return Workload(batch_size=run.data.batch_size, num_rows=int(sum(cardinalities)),
+                    state_width=opt.state_width, model=model_key(run, len(cardinalities)),
+                    dense_params=sum(p.numel() for p in dlrm.parameters()))
 
 
 def check_model(hw: Hardware, work: Workload) -> None:

@@ -47,9 +47,15 @@ class StepTrace:
     flushed: int
     batch_sizes: np.ndarray
 
+    @classmethod
+    def untiered(cls, batch_sizes: np.ndarray) -> StepTrace:
+        """A trace with no traffic (every row in the fast tier): only batch sizes matter."""
+        z = np.zeros(batch_sizes.shape[0], dtype=np.int64)
+        return cls(z, z, z, z, z, z, 0, np.asarray(batch_sizes, dtype=np.int64))
+
     @property
     def steps(self) -> int:
-        return int(self.lookups.shape[0])
+        return int(self.batch_sizes.shape[0])
 
     @property
     def hit_rate(self) -> float:
@@ -124,3 +130,7 @@ class TrainTrace:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.loader.id_stream(self.offsets, 0, self.steps)
+
+    def batch_sizes(self) -> np.ndarray:
+        """(S,) samples per step (training drops a short last batch, so all are B)."""
+        return np.full(self.steps, self.loader.batch_size, dtype=np.int64)

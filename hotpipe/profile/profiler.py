@@ -11,10 +11,11 @@ order) feeds three things:
 - a :class:`~hotpipe.profile.reuse.ReuseTracker` over *all* rows, following a
   hash sample of the ids.
 
-A second pass over the counted rows (a bounded subsample of them unless
-exact) asks, for each sample, the rank of its coldest lookup in the pooled
-hot order; from that one number per sample come the "hot samples" (FAE:
-samples whose every lookup is hot) for any hot-set size at once.
+A second pass measures the hot sets chosen from those counts on held-out
+rows (rows not counted, a bounded number of them; all rows with ``exact``):
+lookup shares of the top rows per table and pooled, and FAE's "hot samples"
+(every lookup hot), for every hot-set size at once
+(:mod:`hotpipe.profile.hotset`).
 
 The result is a plain JSON-ready dict; :mod:`hotpipe.profile.report` renders it.
 """
@@ -33,6 +34,7 @@ from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.errors import ConfigError
 from hotpipe.profile.counters import ExactCounter, SketchSettings, TableCounter, make_counter
 from hotpipe.profile.reuse import ReuseTracker, summarize
+from hotpipe.profile.hotset import HotSetEvaluator, Ranker
 from hotpipe.profile.sketch import MisraGries, _top
 
 TOP_FRACTIONS = (0.001, 0.01, 0.1)
@@ -63,7 +65,7 @@ class ProfileSettings:
         drift_parts: consecutive pieces of the data compared for drift.
         drift_top: the top set compared is ``min(1 % of rows, drift_top)``
             rows per table: bounded so per-part summaries stay small.
-        hot_rows: rows kept for the hot-sample check when sampling.
+        hot_rows: held-out rows the hot sets are measured on when sampling.
         chunk_rows: rows read per chunk (bounds memory).
         seed: row sampling and sketch hashing.
     """
@@ -125,28 +127,25 @@ class _Pass:
                       for c, k in zip(cards, self.drift_k, strict=True)]
         self.reuse = ReuseTracker(cards, batch_size=s.batch_size, ids_per_table=s.reuse_ids)
         self.rng = np.random.default_rng(s.seed)
-        # Rows the hot-sample check re-reads: (first row, row mask) per chunk.
-        self.kept: list[tuple[int, np.ndarray | None]] = []
-        expected = max(1.0, s.sample * ds.rows)
-        self.keep_p = 1.0 if s.exact else min(1.0, s.hot_rows / expected)
+        # Held-out rows for the hot-set pass: (first row, row mask or None = all) per chunk.
+        self.held: list[tuple[int, np.ndarray | None]] = []
+        rest = max(1.0, (1.0 - s.sample) * ds.rows)
+        self.held_p = min(1.0, s.hot_rows / rest)
 
     def run(self) -> None:
         n, step = self.ds.rows, self.s.chunk_rows
         for r0 in range(0, n, step):
             chunk = np.asarray(self.ds.sparse[r0:r0 + step])  # (c, T) int32
             self.reuse.update(chunk, r0)
-            if self.s.exact:
-                mask = None
-                rows = chunk
-            else:
-                mask = self.rng.random(chunk.shape[0]) < self.s.sample
-                rows = chunk[mask]
+            mask = None if self.s.exact else self.rng.random(chunk.shape[0]) < self.s.sample
+            rows = chunk if mask is None else chunk[mask]
             for t, counter in enumerate(self.counters):
                 counter.update(rows[:, t])
             self._parts(chunk, r0, mask)
-            if self.keep_p < 1.0 and mask is not None:
-                mask = mask & (self.rng.random(chunk.shape[0]) < self.keep_p)
-            self.kept.append((r0, mask))
+            if mask is None:
+                self.held.append((r0, None))
+            else:  # rows not counted, thinned to about hot_rows in all
+                self.held.append((r0, ~mask & (self.rng.random(chunk.shape[0]) < self.held_p)))
 
     def _parts(self, chunk: np.ndarray, r0: int, mask: np.ndarray | None) -> None:
         rows = r0 + np.arange(chunk.shape[0], dtype=np.int64)
@@ -158,72 +157,38 @@ class _Pass:
             for t in range(chunk.shape[1]):
                 self.parts[t][int(p)].update(sel[:, t])
 
-
-def _pooled_order(counters: list[TableCounter], offsets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` most counted rows over all tables: (global ids, counts), descending."""
-    ids, counts = [], []
-    for t, c in enumerate(counters):
-        i, n = c.top(k)
-        ids.append(i + offsets[t])
-        counts.append(n)
-    return _top(np.concatenate(ids), np.concatenate(counts), k)
+    def evaluate(self, ev: HotSetEvaluator) -> None:
+        for r0, mask in self.held:
+            chunk = np.asarray(self.ds.sparse[r0:r0 + self.s.chunk_rows])
+            ev.update(chunk if mask is None else chunk[mask])
 
 
-def _coldest_rank(ds: ColumnarDataset, kept: list[tuple[int, np.ndarray | None]], chunk_rows: int,
-                  order: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per kept sample, the pooled rank of its coldest lookup: (S,) int64.
-
-    A sample is hot for a hot set of the first ``K`` rows of ``order`` iff
-    this rank is ``< K``; lookups of rows not in ``order`` rank as int64 max.
-    """
-    perm = np.argsort(order, kind="stable")
-    sorted_ids = order[perm]  # rank of sorted_ids[j] is perm[j]
-    unranked = np.iinfo(np.int64).max
-    out = []
-    for r0, mask in kept:
-        chunk = np.asarray(ds.sparse[r0:r0 + chunk_rows], dtype=np.int64)
-        if mask is not None:
-            chunk = chunk[mask]
-        g = chunk + offsets[None, :]  # (c, T) global ids
-        if sorted_ids.shape[0] == 0:
-            out.append(np.full(g.shape[0], unranked, dtype=np.int64))
-            continue
-        pos = np.minimum(np.searchsorted(sorted_ids, g), sorted_ids.shape[0] - 1)
-        rank = np.where(sorted_ids[pos] == g, perm[pos], unranked)  # (c, T)
-        out.append(rank.max(axis=1))
-    return np.concatenate(out) if out else np.empty(0, np.int64)
+def _seen_order(counter: TableCounter, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A table's top ``k`` rows that were counted at least once, descending."""
+    ids, counts = counter.top(k)
+    keep = counts > 0
+    return ids[keep], counts[keep]
 
 
-def _share(counts_desc: np.ndarray, k: int, total: int) -> float:
-    # Sketched counts are upper bounds: clip so a share never exceeds 1.
-    return min(1.0, float(counts_desc[:k].sum() / total)) if total else 0.0
+def _log_points(n: int, points: int) -> np.ndarray:
+    return np.unique(np.geomspace(1, max(n, 1), points).astype(np.int64))
 
 
-def _cdf_points(counts_desc: np.ndarray, total: int, points: int = 64) -> dict[str, list[float]]:
-    """Share of lookups taken by the top x of rows, at log-spaced x (for the CDF plot)."""
-    n = counts_desc.shape[0]
-    if n == 0 or total == 0:
-        return {"rows": [], "share": []}
-    ks = np.unique(np.geomspace(1, n, points).astype(np.int64))
-    cum = np.cumsum(counts_desc)
-    return {"rows": ks.tolist(), "share": np.minimum(1.0, cum[ks - 1] / total).tolist()}
-
-
-def _table_stats(name: str, card: int, counter: TableCounter, reuse: tuple[np.ndarray, float],
+def _table_stats(name: str, card: int, counter: TableCounter, ev: HotSetEvaluator, t: int,
+                 cdf_rows: np.ndarray, reuse: tuple[np.ndarray, float],
                  drift: list[float | None]) -> dict[str, Any]:
-    ids, counts = counter.top(card)
-    total = counter.total
     top_rows = {f"{f:.1%}": math.ceil(f * card) for f in TOP_FRACTIONS}
     out: dict[str, Any] = {
         "name": name,
         "cardinality": card,
-        "lookups_counted": total,
+        "lookups_counted": counter.total,
+        "lookups_evaluated": int(ev.table_lookups[t]),
         "counting": "exact" if isinstance(counter, ExactCounter) else "sketch",
         "top_rows": top_rows,
-        "top_share": {p: _share(counts, k, total) for p, k in top_rows.items()},
+        "top_share": {p: ev.table_share(t, k) for p, k in top_rows.items()},
         # False where the sketch cannot name that many rows with certainty.
         "top_share_certain": {p: k <= counter.known() for p, k in top_rows.items()},
-        "cdf": _cdf_points(counts, total),
+        "cdf": {"rows": cdf_rows.tolist(), "share": [ev.table_share(t, int(k)) for k in cdf_rows]},
         "reuse": summarize(*reuse),
         "drift_jaccard": drift,
     }
@@ -243,7 +208,8 @@ def profile_dataset(path: str | os.PathLike[str], settings: ProfileSettings | No
     Returns:
         A JSON-ready dict: ``dataset``, ``settings``, ``tables`` (one dict per
         table) and ``overall`` (pooled shares, hot set per budget, hot-set
-        curve, reuse, drift). Counts are of the counted (sampled) rows.
+        curve, reuse, drift). Shares are measured on held-out rows (all rows
+        when exact); counts are of the counted rows.
     """
     s = settings or ProfileSettings()
     t0 = time.perf_counter()
@@ -254,41 +220,49 @@ def profile_dataset(path: str | os.PathLike[str], settings: ProfileSettings | No
     state = _Pass(ds, s)
     state.run()
 
+    # Rank rows by their counts, per table and pooled, then measure on held-out rows.
+    orders = [_seen_order(c, card) for c, card in zip(state.counters, cards, strict=True)]
+    pooled_ids, _ = _top(np.concatenate([o[0] + offsets[t] for t, o in enumerate(orders)]),
+                         np.concatenate([o[1] for o in orders]), total_rows)
+    top_k = {f"{f:.1%}": math.ceil(f * total_rows) for f in TOP_FRACTIONS}
+    budget_rows = [b // s.bytes_per_row for b in s.budgets]
+    curve = _log_points(total_rows, 48)
+    cdf_rows = [_log_points(c, 64) for c in cards]
+    ev = HotSetEvaluator(
+        [Ranker(o[0], c) for o, c in zip(orders, cards, strict=True)],
+        [np.unique(np.concatenate([r, [math.ceil(f * c) for f in TOP_FRACTIONS]])).astype(np.int64)
+         for r, c in zip(cdf_rows, cards, strict=True)],
+        Ranker(pooled_ids, total_rows),
+        np.unique(np.concatenate([curve, list(top_k.values()), budget_rows])).astype(np.int64),
+        offsets)
+    state.evaluate(ev)
+
     hist, cold = state.reuse.estimated()  # (T, bins), (T,)
     drift = [[_jaccard(_top_of(parts[0], k), _top_of(p, k)) for p in parts]
              for parts, k in zip(state.parts, state.drift_k, strict=True)]
-    tables = [_table_stats(t.name, t.cardinality, c, (hist[i], float(cold[i])), drift[i])
+    tables = [_table_stats(t.name, t.cardinality, c, ev, i, cdf_rows[i], (hist[i], float(cold[i])), drift[i])
               for i, (t, c) in enumerate(zip(ds.tables, state.counters, strict=True))]
-
-    order, counts = _pooled_order(state.counters, offsets, total_rows)
-    lookups = sum(c.total for c in state.counters)
-    coldest = _coldest_rank(ds, state.kept, s.chunk_rows, order, offsets)
     known = sum(c.known() for c in state.counters)
 
     def hot(rows: int) -> dict[str, Any]:
-        k = min(rows, total_rows)
-        return {"rows": int(rows), "bytes": int(rows) * s.bytes_per_row,
-                "lookup_share": _share(counts, k, lookups),
-                "hot_samples": float(np.mean(coldest < k)) if coldest.shape[0] else 0.0,
-                "certain": k <= known}
+        look, samples = ev.pooled_share(rows)
+        return {"rows": int(rows), "bytes": int(rows) * s.bytes_per_row, "lookup_share": look,
+                "hot_samples": samples, "certain": min(rows, total_rows) <= known}
 
-    curve_rows = np.unique(np.geomspace(1, max(total_rows, 1), 48).astype(np.int64))
     weights = np.array([c.total for c in state.counters], dtype=np.float64)
     mean_drift = [None if any(d[p] is None for d in drift) else
                   float(np.average([d[p] for d in drift], weights=weights if weights.sum() else None))
                   for p in range(s.drift_parts)]
     overall = {
         "rows": total_rows,
-        "lookups_counted": lookups,
-        "samples_counted": int(lookups // max(len(cards), 1)),
-        "top_rows": {f"{f:.1%}": math.ceil(f * total_rows) for f in TOP_FRACTIONS},
-        "top_share_pooled": {f"{f:.1%}": _share(counts, math.ceil(f * total_rows), lookups)
-                             for f in TOP_FRACTIONS},
+        "lookups_counted": int(weights.sum()),
+        "samples_evaluated": ev.samples,
+        "top_rows": top_k,
+        "top_share_pooled": {p: ev.pooled_share(k)[0] for p, k in top_k.items()},
         "top_share_mean_over_tables": {p: float(np.mean([t["top_share"][p] for t in tables]))
-                                       for p in tables[0]["top_share"]} if tables else {},
-        "budgets": [{"budget_bytes": b, **hot(b // s.bytes_per_row)} for b in s.budgets],
-        "hot_curve": [hot(int(k)) for k in curve_rows],
-        "hot_samples_checked": int(coldest.shape[0]),
+                                       for p in top_k} if tables else {},
+        "budgets": [{"budget_bytes": b, **hot(k)} for b, k in zip(s.budgets, budget_rows, strict=True)],
+        "hot_curve": [hot(int(k)) for k in curve],
         "reuse": summarize(hist.sum(axis=0), float(cold.sum())),
         "drift_jaccard_mean": mean_drift,
     }

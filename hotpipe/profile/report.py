@@ -147,7 +147,7 @@ def render_markdown(prof: dict[str, Any]) -> str:
     r = o["reuse"]
     lines += [
         "",
-        f"Hot samples were checked on {o['hot_samples_checked']:,} samples.",
+        f"Shares are measured on {o['samples_evaluated']:,} held-out samples (all samples when exact).",
         "",
         f"## Reuse distance (steps of {s['batch_size']} samples)",
         "",

@@ -1,0 +1,185 @@
+"""`hotpipe profile | calibrate | plan`: know before you train (issue #4).
+
+- ``profile``: skew, hot set per budget, hot samples, reuse distance and drift
+  of a dataset's embedding accesses -> REPORT/profile.{json,md} + plots.
+- ``calibrate``: measure this machine's rates for the cost model -> hw.json.
+- ``plan``: search tier configurations that fit a memory budget and print the
+  best few with predicted samples/s, hit rate, bytes moved and memory per tier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from hotpipe.errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
+_UNITS = {None: 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+          "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def parse_size(text: str, key: str) -> int:
+    """``"64MiB"`` -> 67108864; a bare number is bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ConfigError(key, f"expected a size like 64MiB or 8GiB, found {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _ints(text: str, key: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(key, f"expected comma-separated integers, found {text!r}") from None
+    if not out or min(out) < 0:
+        raise ConfigError(key, f"expected non-negative integers, found {text!r}")
+    return out
+
+
+def _log(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("profile", help="profile a dataset's embedding accesses (skew, hot set, reuse, drift)",
+                       description="Profile the embedding accesses of a dataset before training on it.")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--out", required=True, help="report directory (profile.json, profile.md, plots)")
+    p.add_argument("--exact", action="store_true", help="count every row exactly (small data)")
+    p.add_argument("--sample", type=float, default=0.05, help="fraction of rows counted (default 0.05)")
+    p.add_argument("--budget", default="64MiB,1GiB", help="fast-tier budgets, comma-separated")
+    p.add_argument("--dim", type=int, default=64, help="embedding dim (sizes a row)")
+    p.add_argument("--optimizer", default="rowwise_adagrad", help="row optimizer (sizes its state)")
+    p.add_argument("--batch-size", type=int, default=2048, help="samples per step (reuse distance)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_profile)
+
+    c = sub.add_parser("calibrate", help="measure this machine's rates for the cost model",
+                       description="Microbenchmarks on the training code paths; writes hw.json. "
+                                   "Model settings come from --config and key=value overrides.")
+    c.add_argument("--out", default="hw.json", help="hardware file to write (default hw.json)")
+    c.add_argument("--data", help="dataset whose shape (tables, dense features) to calibrate for")
+    c.add_argument("--config", help="YAML run config (model, optimizers, batch size, threads)")
+    c.add_argument("--steps", type=int, default=30, help="training steps per compute measurement")
+    c.add_argument("--repeats", type=int, default=3, help="measurements per point (median)")
+    c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    c.set_defaults(func=_calibrate)
+
+    q = sub.add_parser("plan", help="search tier configurations for a memory budget",
+                       description="Predict samples/s of tier configurations that fit --memory and "
+                                   "print the best. Model settings come from --config and overrides.")
+    q.add_argument("--data", required=True, help="dataset directory")
+    q.add_argument("--memory", required=True, help="fast-tier memory per rank, e.g. 8GiB")
+    q.add_argument("--host-memory", help="RAM a host backing may use (default: no limit)")
+    q.add_argument("--ranks", type=int, default=1, help="workers (> 1: modelled, unvalidated)")
+    q.add_argument("--hw", help="hardware file from `hotpipe calibrate` (default: calibrate now, quickly)")
+    q.add_argument("--top", type=int, default=5, help="how many configurations to print")
+    q.add_argument("--steps", type=int, default=200, help="plan this many training steps (0: all)")
+    q.add_argument("--windows", default="8,64,256", help="lookahead windows to try")
+    q.add_argument("--depths", default="1,2", help="prefetch depths to try")
+    q.add_argument("--policies", default="lookahead,lru,lfu,static", help="planner policies to try")
+    q.add_argument("--tiers", default="host,file", help="backing tiers to try")
+    q.add_argument("--config", help="YAML run config")
+    q.add_argument("--json", help="also write every prediction to this JSON file")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    q.set_defaults(func=_plan)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from hotpipe.profile.profiler import ProfileSettings, profile_dataset
+    from hotpipe.profile.report import write_profile_report
+
+    budgets = tuple(parse_size(b, "--budget") for b in args.budget.split(",") if b.strip())
+    settings = ProfileSettings(exact=args.exact, sample=args.sample, batch_size=args.batch_size,
+                               dim=args.dim, optimizer=args.optimizer, budgets=budgets, seed=args.seed)
+    prof = profile_dataset(args.data, settings)
+    paths = write_profile_report(prof, args.out)
+    o = prof["overall"]
+    print(json.dumps({"report": str(Path(args.out) / "profile.md"),
+                      "top_share_pooled": o["top_share_pooled"],
+                      "budgets": [{k: b[k] for k in ("budget_bytes", "rows", "lookup_share", "hot_samples")}
+                                  for b in o["budgets"]],
+                      "files": [str(p) for p in paths]}, indent=2))
+    return 0
+
+
+def _run_config(args: argparse.Namespace, data: str | None):  # type: ignore[no-untyped-def]
+    from hotpipe.config import load_config
+
+    overrides = list(args.overrides)
+    if data is not None:
+        overrides.append(f"data.path={data}")
+    return load_config(args.config, overrides)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from hotpipe.data.columnar import ColumnarDataset
+    from hotpipe.profile.calibrate import CalibrationSpec, calibrate
+
+    cfg = _run_config(args, args.data)
+    tables, dense = 26, 13
+    if args.data:
+        ds = ColumnarDataset.open(args.data)
+        tables, dense = ds.num_tables, ds.num_dense
+    hw = calibrate(CalibrationSpec(run=cfg, tables=tables, num_dense=dense, steps=args.steps,
+                                   repeats=args.repeats), log=_log)
+    hw.save(args.out)
+    print(json.dumps({"out": args.out, **hw.to_dict()}, indent=2))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from hotpipe.data.columnar import ColumnarDataset
+    from hotpipe.profile.calibrate import CalibrationSpec, calibrate
+    from hotpipe.profile.costmodel import workload_from_config
+    from hotpipe.profile.hardware import Hardware
+    from hotpipe.profile.movement import TrainTrace
+    from hotpipe.profile.search import SearchSpace, search
+
+    cfg = _run_config(args, args.data)
+    ds = ColumnarDataset.open(args.data)
+    work = workload_from_config(cfg, ds.cardinalities, ds.num_dense)
+    if args.hw:
+        hw = Hardware.load(args.hw)
+    else:
+        _log("no --hw given: calibrating quickly (use `hotpipe calibrate` once for better numbers)")
+        hw = calibrate(CalibrationSpec(run=cfg, tables=ds.num_tables, num_dense=ds.num_dense,
+                                       steps=15, repeats=2), log=_log)
+    space = SearchSpace(
+        memory=parse_size(args.memory, "--memory"),
+        host_memory=parse_size(args.host_memory, "--host-memory") if args.host_memory else None,
+        windows=_ints(args.windows, "--windows"), depths=_ints(args.depths, "--depths"),
+        policies=tuple(p for p in args.policies.split(",") if p),
+        tiers=tuple(t for t in args.tiers.split(",") if t), ranks=args.ranks)
+    trace = TrainTrace(ds, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
+                       max_steps=args.steps)
+    preds, skipped = search(trace, space, work, hw, log=_log)
+    print(render_plan(preds[: args.top], trace.steps, skipped))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"steps_planned": trace.steps,
+                                               "predictions": [p.to_dict() for p in preds],
+                                               "skipped": skipped, "hardware": hw.to_dict()}, indent=1))
+    return 0
+
+
+def render_plan(preds: list, steps: int, skipped: list[str]) -> str:  # type: ignore[type-arg]
+    """A plain-text table of the best predictions."""
+    def gib(n: int) -> str:
+        return f"{n / 2**30:.2f}"
+
+    lines = [f"best configurations (predicted from {steps} planned steps):", "",
+             f"{'#':>2}  {'configuration':<44} {'samples/s':>10} {'hit rate':>8} "
+             f"{'moved GiB':>9} {'fast GiB':>8} {'host GiB':>8} {'file GiB':>8}"]
+    for i, p in enumerate(preds, 1):
+        m = p.memory
+        lines.append(f"{i:>2}  {p.candidate.label():<44} {p.samples_per_s:>10,.0f} {p.hit_rate:>8.1%} "
+                     f"{gib(p.bytes_moved):>9} {gib(m['fast']):>8} {gib(m['host']):>8} {gib(m['file']):>8}")
+        lines.extend(f"      note: {n}" for n in p.notes)
+    if skipped:
+        lines += ["", f"{len(skipped)} configuration(s) cannot run (capacity below one step's working set):"]
+        lines += [f"  - {s}" for s in skipped[:5]]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Search tier configurations that fit a memory budget; rank them by predicted throughput.
+
+TorchRec's planner stages in miniature: *enumerate* candidates (capacities
+that fit the fast-tier budget, windows, depths, policies, backing tiers),
+*estimate* each one's traffic with the real planner and its time with the
+cost model, *rank*. Traffic does not depend on the backing tier, so each
+(policy, capacity, window, depth) is planned once and priced per tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hotpipe.errors import CapacityError, ConfigError
+from hotpipe.profile.costmodel import Candidate, Prediction, Workload, predict
+from hotpipe.profile.hardware import Hardware
+from hotpipe.profile.movement import StepTrace, TrainTrace, trace_movement
+from hotpipe.profile.ranks import hottest_rows, predict_ranks
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The configurations to try.
+
+    Attributes:
+        memory: fast-tier bytes (per rank).
+        host_memory: bytes of RAM a host backing may use (``None``: no limit).
+        capacity_fractions: capacities tried, as fractions of what ``memory`` holds.
+        windows: lookahead windows (only ``lookahead`` looks at the future;
+            the other policies are planned with the first window).
+        depths: prefetch depths.
+        policies: planner policies.
+        tiers: backing tiers.
+        ranks: workers (> 1: modelled, unvalidated).
+        replicate_fractions: shares of the fast tier given to replicated hot
+            rows when ranks > 1.
+    """
+
+    memory: int
+    host_memory: int | None = None
+    capacity_fractions: tuple[float, ...] = (1.0, 0.5)
+    windows: tuple[int, ...] = (8, 64, 256)
+    depths: tuple[int, ...] = (1, 2)
+    policies: tuple[str, ...] = ("lookahead", "lru", "lfu", "static")
+    tiers: tuple[str, ...] = ("host", "file")
+    ranks: int = 1
+    replicate_fractions: tuple[float, ...] = (0.0, 0.25, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.memory <= 0:
+            raise ConfigError("memory", f"expected a positive byte size, found {self.memory}")
+        if self.ranks < 1:
+            raise ConfigError("ranks", f"expected >= 1, found {self.ranks}")
+        if not self.capacity_fractions or any(not 0 < f <= 1 for f in self.capacity_fractions):
+            raise ConfigError("capacity_fractions", f"expected fractions in (0, 1], found "
+                                                    f"{list(self.capacity_fractions)}")
+
+
+def enumerate_candidates(space: SearchSpace, work: Workload) -> list[Candidate]:
+    """Every configuration of ``space`` that fits its memory budgets."""
+    fits = space.memory // work.row_bytes
+    shard_rows = -(-work.num_rows // space.ranks)
+    out: list[Candidate] = []
+    if space.ranks == 1 and fits >= work.num_rows:
+        out.append(Candidate("none", work.num_rows))
+    host_ok = space.host_memory is None or shard_rows * work.row_bytes <= space.host_memory
+    tiers = [t for t in space.tiers if t != "host" or host_ok]
+    caps = sorted({min(int(fits * f), shard_rows) for f in space.capacity_fractions}, reverse=True)
+    for cap in (c for c in caps if c >= 1):
+        for policy in space.policies:
+            for window in (space.windows if policy == "lookahead" else space.windows[:1]):
+                for depth in space.depths:
+                    reps = ([int(cap * f) for f in space.replicate_fractions] if space.ranks > 1 else [0])
+                    for rep in sorted(set(reps)):
+                        out.extend(Candidate(policy, cap, window, depth, tier, space.ranks, rep)
+                                   for tier in tiers)
+    return out
+
+
+def search(trace: TrainTrace, space: SearchSpace, work: Workload, hw: Hardware, *,
+           log: Callable[[str], None] = lambda s: None) -> tuple[list[Prediction], list[str]]:
+    """Predict every candidate; return them best first, and the ones that cannot run.
+
+    Args:
+        trace: the steps training would run (a prefix of them, for speed).
+        space: what to try.
+        work: what is trained.
+        hw: the machine.
+        log: progress messages.
+
+    Returns:
+        (predictions sorted by samples/s descending, ties by less fast-tier
+        memory; ``"label: reason"`` for each candidate that cannot run).
+    """
+    cands = enumerate_candidates(space, work)
+    if not cands:
+        raise ConfigError("memory", f"{space.memory} bytes hold no fast-tier row of {work.row_bytes} bytes")
+    traces: dict[tuple[str, int, int, int], StepTrace | None] = {}
+    hot: dict[int, np.ndarray] = {}
+    preds: list[Prediction] = []
+    skipped: list[str] = []
+    for c in cands:
+        if c.ranks > 1:
+            if c.replicated not in hot:
+                hot[c.replicated] = hottest_rows(trace, work.num_rows, c.replicated)
+            try:
+                preds.append(predict_ranks(c, trace, work, hw, hot[c.replicated]))
+            except CapacityError as e:
+                skipped.append(f"{c.label()}: {e}")
+            continue
+        key = (c.policy, c.capacity, c.window, c.depth)
+        if key not in traces:
+            traces[key] = _plan_trace(c, trace, work, log, skipped)
+        st = traces[key]
+        if st is not None:
+            preds.append(predict(c, st, work, hw))
+    preds.sort(key=lambda p: (-p.samples_per_s, p.memory["fast"]))
+    return preds, skipped
+
+
+def _plan_trace(c: Candidate, trace: TrainTrace, work: Workload, log: Callable[[str], None],
+                skipped: list[str]) -> StepTrace | None:
+    if c.policy == "none":
+        return StepTrace.untiered(trace.batch_sizes())
+    log(f"planning {c.policy} capacity={c.capacity:,} window={c.window} depth={c.depth}")
+    try:
+        return trace_movement(trace, num_rows=work.num_rows, capacity=c.capacity, window=c.window,
+                              depth=c.depth, policy=c.policy)
+    except CapacityError as e:
+        skipped.append(f"{c.policy} cap={c.capacity:,} W={c.window} d={c.depth}: {e}")
+        return None
