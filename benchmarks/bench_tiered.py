@@ -55,7 +55,7 @@ def main() -> None:
     common = [f"data.path={data}", f"data.batch_size={a.batch_size}", f"model.embedding_dim={a.dim}",
               *mlp, f"optim.embedding={a.optimizer}", "optim.dense=sgd", "train.progress=false",
               "data.val_fraction=0.05", "data.max_val_rows=20000"]
-    tiered = [f"cache.policy=lookahead", f"cache.capacity={a.capacity}", f"cache.window={a.window}",
+    tiered = ["cache.policy=lookahead", f"cache.capacity={a.capacity}", f"cache.window={a.window}",
               f"cache.depth={a.depth}", f"cache.backing={a.backing}",
               f"cache.backing_dir={work / 'tables'}"]
     runs: list[dict] = []

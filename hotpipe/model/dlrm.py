@@ -73,7 +73,7 @@ class DotInteraction(nn.Module):
         """Plain autograd version (the obviously-correct reference for tests)."""
         b, f, _ = x.shape
         z = torch.bmm(x, x.transpose(1, 2))
-        return z.view(b, f * f).index_select(1, self.flat_index)
+        return z.view(b, f * f).index_select(1, self.flat_index)  # type: ignore[arg-type]
 
 
 class DLRM(nn.Module):

@@ -101,7 +101,10 @@ class DirectFeed:
                  seed: int) -> None:
         self.offsets = torch.tensor(np.cumsum([0, *cardinalities[:-1]]), dtype=torch.int64)
         self.store = SlotStore.allocate(sum(cardinalities), dim, optimizer)
-        init_rows(cardinalities, dim, seed, lambda r0, rows: self.store.weights[r0:r0 + len(rows)].copy_(rows))
+        def put(r0: int, rows: torch.Tensor) -> None:
+            self.store.weights[r0:r0 + len(rows)].copy_(rows)
+
+        init_rows(cardinalities, dim, seed, put)
         self.stats = FeedStats()
 
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Iterator[StepInput]:

@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _read_history(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    train, evals = [], []
+    train: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
     for line in (run / "history.jsonl").read_text().splitlines():
         if line.strip():
             rec = json.loads(line)
