@@ -18,13 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Plan the dataset's batches with each policy at each capacity and report "
                     "rows fetched, hit rate and planning speed. Writes OUT/simulate.json and "
                     "OUT/miss_ratio_curve.png.")
-    p.add_argument("--data", required=True, help="dataset directory (from `hotpipe prepare` or `hotpipe synth`)")
+    p.add_argument("--data", required=True,
+                   help="dataset directory (from `hotpipe prepare` or `hotpipe synth`)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--policy", default="lookahead,lru,lfu,static",
                    help="comma-separated policies: lookahead, lru, lfu, static (default: all)")
     p.add_argument("--capacity", default="0.01,0.05,0.1,0.25",
-                   help="comma-separated capacities: fractions of all rows (0.05) or row counts (4096)")
-    p.add_argument("--window", type=int, default=64, help="steps read ahead, current included (default 64)")
+                   help="comma-separated capacities: fractions of all rows (0.05) "
+                        "or row counts (4096)")
+    p.add_argument("--window", type=int, default=64,
+                   help="steps read ahead, current included (default 64)")
     p.add_argument("--depth", type=int, default=1,
                    help="prefetch depth: steps in flight besides the current one (default 1)")
     p.add_argument("--batch-size", type=int, default=2048, help="samples per step (default 2048)")

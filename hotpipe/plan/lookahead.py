@@ -50,10 +50,12 @@ class LookaheadPolicy(EvictionPolicy):
         super().start(state, sample)
         n = state.num_rows
         self._next_use = np.full(n, NEVER, dtype=np.int32)
-        self._last_occ = np.full(n, -1, dtype=np.int64)
+        # Occurrences count from 1 so that 0 means none and the array can
+        # start as lazily zeroed pages rather than an O(rows) fill.
+        self._last_occ = np.zeros(n, dtype=np.int64)
         self._ring = np.empty(1 << 12, dtype=np.int32)  # next-occurrence step per live occurrence
-        self._base = 0  # global index of the first occurrence of state.step
-        self._end = 0  # one past the last occurrence read
+        self._base = 1  # global index of the first occurrence of state.step
+        self._end = 1  # one past the last occurrence read
         self._far = _NextUsePool(state, self._next_use)
         self._never = BucketedFifo(_LOG2_BUCKETS)
 

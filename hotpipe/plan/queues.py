@@ -139,7 +139,8 @@ class BucketedFifo:
         stamps = stamps[order] if isinstance(stamps, np.ndarray) else stamps
         for k in np.flatnonzero(counts).tolist():
             lo, hi = int(ends[k] - counts[k]), int(ends[k])
-            self._queues[k].push(ids[lo:hi], stamps[lo:hi] if isinstance(stamps, np.ndarray) else stamps)
+            st = stamps[lo:hi] if isinstance(stamps, np.ndarray) else stamps
+            self._queues[k].push(ids[lo:hi], st)
 
     def compact(self, is_valid: Validator) -> None:
         """Drop every stale entry of every bucket."""

@@ -117,7 +117,8 @@ class StaticPolicy(EvictionPolicy):
         rank[by_count] = np.arange(by_count.shape[0], dtype=np.int32)
         d = st.depth
         # Ranks of the rows each profiled step pins, tagged by step.
-        pinned = [np.unique(np.concatenate(uniqs[max(0, s - d) : s + 1])) for s in range(len(uniqs))]
+        pinned = [np.unique(np.concatenate(uniqs[max(0, s - d) : s + 1]))
+                  for s in range(len(uniqs))]
         ranks = rank[np.concatenate(pinned)]
         tags = np.repeat(np.arange(len(pinned)), [p.shape[0] for p in pinned])
 
