@@ -16,41 +16,12 @@ Forward/backward protocol (no autograd through the table, ever)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.storage.slots import SlotStore
 
-
-@dataclass
-class SlotStore:
-    """Rows and their optimizer state, addressed by slot.
-
-    weights: (S, D) float32; state: (S, W) float32 (W = optimizer.state_width).
-    ``dirty``: (S,) bool, set when a slot's row is updated (write-back uses it).
-    """
-
-    weights: torch.Tensor
-    state: torch.Tensor
-    dirty: torch.Tensor
-
-    @classmethod
-    def allocate(cls, slots: int, dim: int, optimizer: RowOptimizer,
-                 device: torch.device | str = "cpu") -> SlotStore:
-        return cls(
-            weights=torch.zeros(slots, dim, dtype=torch.float32, device=device),
-            state=optimizer.init_state(slots, dim).to(device),
-            dirty=torch.zeros(slots, dtype=torch.bool, device=device),
-        )
-
-    @property
-    def num_slots(self) -> int:
-        return int(self.weights.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.weights.shape[1])
+__all__ = ["SlotStore", "SparseEmbedding", "table_offsets"]
 
 
 def table_offsets(cardinalities: list[int]) -> torch.Tensor:

@@ -24,8 +24,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from hotpipe.model.init import init_rows
-from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.storage.init import init_rows
+from hotpipe.storage.slots import RowStateSpec
 
 
 class BackingStore(Protocol):
@@ -40,7 +40,7 @@ class BackingStore(Protocol):
     def close(self) -> None: ...
 
 
-def _initial_records(write_block, cardinalities: list[int], dim: int, optimizer: RowOptimizer,
+def _initial_records(write_block, cardinalities: list[int], dim: int, optimizer: RowStateSpec,
                      seed: int) -> None:
     """Fill every record: deterministic weights (model/init.py) + fresh optimizer state."""
     def put(r0: int, rows: torch.Tensor) -> None:
@@ -53,7 +53,7 @@ def _initial_records(write_block, cardinalities: list[int], dim: int, optimizer:
 class HostBacking:
     """All rows in host RAM."""
 
-    def __init__(self, *, cardinalities: list[int], dim: int, optimizer: RowOptimizer,
+    def __init__(self, *, cardinalities: list[int], dim: int, optimizer: RowStateSpec,
                  seed: int, pin: bool = False) -> None:
         self.num_rows = sum(cardinalities)
         self.width = dim + optimizer.state_width
@@ -94,7 +94,7 @@ class FileBacking:
     """
 
     def __init__(self, *, directory: str | os.PathLike[str], cardinalities: list[int], dim: int,
-                 optimizer: RowOptimizer, seed: int, reuse: bool = False) -> None:
+                 optimizer: RowStateSpec, seed: int, reuse: bool = False) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.num_rows = sum(cardinalities)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hotpipe.model.embedding import SlotStore
 from hotpipe.plan.types import StepPlan
 from hotpipe.storage.backing import BackingStore
+from hotpipe.storage.slots import SlotStore
 
 
 @dataclass

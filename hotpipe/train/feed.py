@@ -18,9 +18,9 @@ import torch
 
 from hotpipe.data.batch import Batch
 from hotpipe.data.loader import BatchLoader
-from hotpipe.model.embedding import SlotStore
-from hotpipe.model.init import init_rows
 from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.storage.init import init_rows
+from hotpipe.storage.slots import SlotStore
 from hotpipe.train.checkpoint import RowSource
 
 

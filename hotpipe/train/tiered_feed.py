@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from hotpipe.data.loader import BatchLoader
-from hotpipe.model.embedding import SlotStore
 from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.plan.planner import Planner
 from hotpipe.storage.backing import BackingStore, FileBacking, HostBacking
+from hotpipe.storage.slots import SlotStore
 from hotpipe.storage.tiered import TieredStore
 from hotpipe.train.checkpoint import RowSource
 from hotpipe.train.feed import FeedStats, StepInput
