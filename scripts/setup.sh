@@ -12,5 +12,6 @@ fi
 python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
 python -c "import torch" >/dev/null
-python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}" 2>&1 | grep -v '^WARNING: Location' || true
+# Build-backend chatter goes to a log; a failure still stops the script below.
+python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}" >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
 python -c "import hotpipe" >/dev/null
