@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 OUT="${DEMO_DIR:-demo_run}"
-ROWS="${DEMO_ROWS:-1500000}"
+ROWS="${DEMO_ROWS:-3000000}"
 if [ ! -f "$OUT/data/manifest.json" ]; then
   hotpipe synth --out "$OUT/data" --rows "$ROWS" --scale 0.02 --zipf 1.05 --seed 0 --overwrite
 fi

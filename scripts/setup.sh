@@ -10,8 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
-python -c "import torch" >/dev/null
+python -m pip show torch >/dev/null 2>&1 || python -m pip install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
+python -m pip show torch >/dev/null
 # Build-backend chatter goes to a log; a failure still stops the script below.
 python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}" >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
 python -c "import hotpipe" >/dev/null

@@ -50,7 +50,8 @@ def train_steps(*, model: DLRM, embedding: SparseEmbedding, feed: Feed,
     or evaluates there); ``on_log`` every ``log_every`` steps.
     """
     loss_fn = nn.BCEWithLogitsLoss()
-    bar = tqdm(total=stop, initial=state.step, disable=not progress, unit="step",
+    # disable=None: tqdm turns itself off when stderr is not a terminal (CI logs).
+    bar = tqdm(total=stop, initial=state.step, disable=True if not progress else None, unit="step",
                dynamic_ncols=True, leave=False)
     window_t0, window_stall0 = time.perf_counter(), feed.stats.stall_seconds
     window_hits0, window_look0 = feed.stats.hits, feed.stats.hits + feed.stats.misses
