@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     except FileExistsError as e:
         print(f"hotpipe {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `hotpipe ... | head` closed our stdout: not an error worth a traceback.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
