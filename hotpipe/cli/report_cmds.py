@@ -14,8 +14,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hotpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hotpipe.config import RunConfig
+    from hotpipe.profile.costmodel import Prediction
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
 _UNITS = {None: 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
@@ -64,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--out", default="hw.json", help="hardware file to write (default hw.json)")
     c.add_argument("--data", help="dataset whose shape (tables, dense features) to calibrate for")
     c.add_argument("--config", help="YAML run config (model, optimizers, batch size, threads)")
+    c.add_argument("--tables", type=int, default=26, help="tables, when no --data (default 26)")
+    c.add_argument("--rows-per-table", type=int, default=1 << 15,
+                   help="rows of each calibration table for tier/planner rates (default 32768)")
     c.add_argument("--steps", type=int, default=30, help="training steps per compute measurement")
     c.add_argument("--repeats", type=int, default=3, help="measurements per point (median)")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -107,7 +115,7 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_config(args: argparse.Namespace, data: str | None):  # type: ignore[no-untyped-def]
+def _run_config(args: argparse.Namespace, data: str | None) -> RunConfig:
     from hotpipe.config import load_config
 
     overrides = list(args.overrides)
@@ -121,12 +129,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     from hotpipe.profile.calibrate import CalibrationSpec, calibrate
 
     cfg = _run_config(args, args.data)
-    tables, dense = 26, 13
+    tables, dense = args.tables, 13
     if args.data:
         ds = ColumnarDataset.open(args.data)
         tables, dense = ds.num_tables, ds.num_dense
+    for key in ("tables", "rows_per_table", "steps", "repeats"):
+        if getattr(args, key) < 1:
+            raise ConfigError(f"--{key.replace('_', '-')}", f"expected >= 1, found {getattr(args, key)}")
     hw = calibrate(CalibrationSpec(run=cfg, tables=tables, num_dense=dense, steps=args.steps,
-                                   repeats=args.repeats), log=_log)
+                                   repeats=args.repeats, rows_per_table=args.rows_per_table), log=_log)
     hw.save(args.out)
     print(json.dumps({"out": args.out, **hw.to_dict()}, indent=2))
     return 0
@@ -166,7 +177,7 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_plan(preds: list, steps: int, skipped: list[str]) -> str:  # type: ignore[type-arg]
+def render_plan(preds: list[Prediction], steps: int, skipped: list[str]) -> str:
     """A plain-text table of the best predictions."""
     def gib(n: int) -> str:
         return f"{n / 2**30:.2f}"

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,15 +35,16 @@ from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
 from hotpipe.data.loader import BatchLoader
 from hotpipe.data.synth import ZipfSampler
 from hotpipe.model.dlrm import DLRM
-from hotpipe.model.embedding import SlotStore, SparseEmbedding
+from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
 from hotpipe.plan.planner import Planner
+from hotpipe.plan.policies import make_policy
 from hotpipe.plan.types import StepPlan
-from hotpipe.profile.costmodel import model_key
+from hotpipe.profile.costmodel import model_key, profiled_lookups
 from hotpipe.profile.fit import nonneg_lstsq
-from hotpipe.profile.hardware import (ComputeFit, Hardware, Link, Overlap, PlannerFit,
-                                      TierRates)
+from hotpipe.profile.hardware import ComputeFit, Hardware, Link, Overlap, PlannerFit, TierRates
 from hotpipe.storage.backing import BackingStore, FileBacking, HostBacking
+from hotpipe.storage.slots import SlotStore
 from hotpipe.storage.tiered import TieredStore
 
 POLICIES = ("lookahead", "lru", "lfu", "static")
@@ -213,50 +213,48 @@ def measure_tier(tier: str, spec: CalibrationSpec, work: Path) -> TierRates:
 # -------------------------------------------------------------------- planner
 
 
+def _long_run(spec: CalibrationSpec) -> int:
+    """Steps of the long planner runs: past any up-front profile, so that the
+    one-off profiling cost and the per-lookup cost vary independently."""
+    profiled = max(make_policy(p).profile_steps(None) for p in spec.policies)
+    return max(3 * spec.steps, profiled + 2 * spec.steps)
+
+
 def measure_planner(policy: str, data: Path, spec: CalibrationSpec) -> PlannerFit:
-    """Fit planning time (reading the ids included) against lookups and misses.
+    """Fit planning time (reading the ids included) against steps, lookups, misses and profiling.
 
     Fitted on whole runs, not single steps: a step's time is dominated by
     scheduler noise on a shared machine (a preempted step takes a 5 ms
     slice), and the first step also loads the whole window; a run's total
-    is what throughput depends on.
+    is what throughput depends on. Runs differ in batch size, capacity and
+    length, so per-step, per-lookup, per-miss and one-off profiling costs
+    can be told apart.
     """
     ds = ColumnarDataset.open(data)
     offsets = np.cumsum([0, *ds.cardinalities])[:-1].astype(np.int64)
     num_rows = int(sum(ds.cardinalities))
-    b = spec.run.data.batch_size
+    b, short, long = spec.run.data.batch_size, spec.steps, _long_run(spec)
     xs, ys = [], []
     for _ in range(spec.repeats):
-        for batch in (b, max(1, b // 2)):
+        for batch, frac, steps in ((b, 0.1, short), (b, 0.5, long), (max(1, b // 2), 0.1, long),
+                                   (max(1, b // 2), 0.5, short)):
             loader = BatchLoader(ds, batch_size=batch, drop_last=True)
-            steps = min(len(loader), 2 * spec.steps)
+            steps = min(len(loader), steps)
             pinned = 2 * batch * ds.num_tables  # depth 1: two steps' lookups at most
-            for frac in (0.1, 0.5):
-                cap = min(num_rows, max(pinned, int(frac * num_rows)))
-                planner = Planner(num_rows=num_rows, capacity=cap, window=16, depth=1, policy=policy)
-                lookups = misses = n = 0
-                t0 = time.perf_counter()
-                for p in planner.plan(_Sized(loader.id_stream(offsets, 0, steps), steps)):
-                    lookups += p.lookup_slots.size
-                    misses += p.num_misses
-                    n += 1
-                ys.append(time.perf_counter() - t0)
-                xs.append([n, lookups, misses])
+            cap = min(num_rows, max(pinned, int(frac * num_rows)))
+            planner = Planner(num_rows=num_rows, capacity=cap, window=16, depth=1, policy=policy)
+            looks, misses = [], 0
+            t0 = time.perf_counter()
+            # A generator, as the tiered feed gives it (static sizes its profile by that).
+            for p in planner.plan(loader.id_stream(offsets, 0, steps)):
+                looks.append(p.lookup_slots.size)
+                misses += p.num_misses
+            ys.append(time.perf_counter() - t0)
+            arr = np.asarray(looks)
+            xs.append([len(looks), arr.sum(), misses, profiled_lookups(policy, arr)])
     c = nonneg_lstsq(np.array(xs, dtype=np.float64), np.array(ys))
-    return PlannerFit(per_step_s=float(c[0]), per_lookup_s=float(c[1]), per_miss_s=float(c[2]))
-
-
-class _Sized:
-    """An iterator with a length (``static`` profiles a share of a sized trace)."""
-
-    def __init__(self, it: Any, n: int) -> None:
-        self.it, self.n = it, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Any:
-        return iter(self.it)
+    return PlannerFit(per_step_s=float(c[0]), per_lookup_s=float(c[1]), per_miss_s=float(c[2]),
+                      per_profiled_lookup_s=float(c[3]))
 
 
 # -------------------------------------------------------------------- overlap
@@ -299,7 +297,7 @@ class _ComputeLoop:
 class _MoverLoop:
     """A real mover (plan + apply + read batch, as the tiered feed does), looping."""
 
-    def __init__(self, spec: CalibrationSpec, data: Path, work: Path) -> None:
+    def __init__(self, spec: CalibrationSpec, data: Path) -> None:
         run = spec.run
         self.ds = ColumnarDataset.open(data)
         self.loader = BatchLoader(self.ds, batch_size=run.data.batch_size, drop_last=True)
@@ -339,9 +337,9 @@ class _MoverLoop:
         return self.units, time.perf_counter() - t0
 
 
-def measure_overlap(spec: CalibrationSpec, data: Path, work: Path) -> Overlap:
+def measure_overlap(spec: CalibrationSpec, data: Path) -> Overlap:
     """Speeds of compute and mover while both run, relative to each alone (medians)."""
-    comp, mover = _ComputeLoop(spec), _MoverLoop(spec, data, work)
+    comp, mover = _ComputeLoop(spec), _MoverLoop(spec, data)
     comp.run(3)  # warm-up
     c_rates, m_rates = [], []
     for _ in range(spec.repeats):
@@ -377,7 +375,7 @@ def calibrate(spec: CalibrationSpec, *, log: Callable[[str], None] = lambda s: N
     with tempfile.TemporaryDirectory(dir=spec.workdir, prefix="hotpipe-calibrate-") as tmp:
         work = Path(tmp)
         b = spec.run.data.batch_size
-        data = make_calibration_data(work / "trace-data", rows=(2 * spec.steps + 2) * b,
+        data = make_calibration_data(work / "trace-data", rows=(_long_run(spec) + 2) * b,
                                      tables=spec.tables, rows_per_table=spec.rows_per_table,
                                      num_dense=spec.num_dense, seed=spec.seed)
         t0 = time.perf_counter()
@@ -393,7 +391,7 @@ def calibrate(spec: CalibrationSpec, *, log: Callable[[str], None] = lambda s: N
             log(f"planner {policy}: time per step vs lookups / misses")
             planner[policy] = measure_planner(policy, data, spec)
         log("overlap: compute and mover alone and together")
-        overlap = measure_overlap(spec, data, work)
+        overlap = measure_overlap(spec, data)
     machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "loadavg_before": load_before, "loadavg_after": _loadavg(),
                "seconds": time.perf_counter() - t0, "torch": torch.__version__,

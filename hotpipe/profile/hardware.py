@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hotpipe.errors import ConfigError, DataFormatError
 
 
@@ -64,11 +66,17 @@ class TierRates:
 
 @dataclass(frozen=True)
 class PlannerFit:
-    """Planning one step: ``per_step_s + per_lookup_s * lookups + per_miss_s * misses``."""
+    """Planning one step: ``per_step_s + per_lookup_s * lookups + per_miss_s * misses``.
+
+    Plus, once before the first step, ``per_profiled_lookup_s`` per lookup
+    of the steps a policy profiles up front (``static`` ranks its hot set on
+    them; other policies profile nothing).
+    """
 
     per_step_s: float
     per_lookup_s: float
     per_miss_s: float
+    per_profiled_lookup_s: float = 0.0
 
     def plan_s(self, lookups: Any, misses: Any) -> Any:
         return self.per_step_s + self.per_lookup_s * lookups + self.per_miss_s * misses
@@ -126,6 +134,22 @@ class Hardware:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
+    def median(cls, runs: list[Hardware]) -> Hardware:
+        """Combine calibrations taken at different times: the median of every rate.
+
+        On a shared machine one calibration can land in a burst of someone
+        else's load; calibrating between the runs being predicted and taking
+        medians exposes the rates to the same noise as the runs.
+        """
+        if not runs:
+            raise ValueError("no calibrations to combine")
+        dicts = [r.to_dict() for r in runs]
+        out = {k: _median_tree([d[k] for d in dicts]) for k in dicts[0] if k != "machine"}
+        out["machine"] = {**dicts[0]["machine"], "calibrations": len(runs),
+                          "loadavg_each": [d["machine"].get("loadavg_before") for d in dicts]}
+        return cls.from_dict(out)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Hardware:
         try:
             return cls(
@@ -149,3 +173,13 @@ class Hardware:
         except (OSError, json.JSONDecodeError) as e:
             raise DataFormatError(f"cannot read hardware file: {e}", path=str(p)) from e
         return cls.from_dict(d, str(p))
+
+
+def _median_tree(nodes: list[Any]) -> Any:
+    """Element-wise median of same-shaped JSON trees (non-numbers: the first one's)."""
+    first = nodes[0]
+    if isinstance(first, dict):
+        return {k: _median_tree([n[k] for n in nodes]) for k in first}
+    if isinstance(first, bool) or not isinstance(first, int | float) or all(n == first for n in nodes):
+        return first
+    return float(np.median(nodes))

@@ -81,8 +81,9 @@ def trace_movement(steps: Iterable[np.ndarray], *, num_rows: int, capacity: int,
     """Plan ``steps`` and count each step's traffic.
 
     Args:
-        steps: each step's global ids, (B, T) int64 (a sized sequence lets
-            ``static`` profile its share of the trace, as in training).
+        steps: each step's global ids, (B, T) int64. Pass what training
+            passes (an unsized iterator, e.g. :class:`TrainTrace`): ``static``
+            profiles a share of a sized trace but a fixed number of steps otherwise.
         num_rows, capacity, window, depth, policy: as for :class:`Planner`.
 
     Raises:
@@ -100,7 +101,8 @@ def trace_movement(steps: Iterable[np.ndarray], *, num_rows: int, capacity: int,
         cols.append((int(plan.lookup_slots.size), int(plan.unique_ids.shape[0]), plan.num_misses,
                      int(plan.fetch_ids.shape[0]), int(ev.shape[0]), wb, b))
     arr = np.array(cols, dtype=np.int64).reshape(-1, 7)
-    return StepTrace(*(arr[:, i] for i in range(6)), flushed=int(np.count_nonzero(dirty)),
+    return StepTrace(lookups=arr[:, 0], unique=arr[:, 1], misses=arr[:, 2], fetched=arr[:, 3],
+                     evicted=arr[:, 4], written_back=arr[:, 5], flushed=int(np.count_nonzero(dirty)),
                      batch_sizes=arr[:, 6])
 
 
@@ -109,7 +111,10 @@ class TrainTrace:
 
     Built with the same :func:`~hotpipe.data.loader.split_loaders` call as
     training (same batch size, validation split, ``drop_last``), so a plan
-    of this trace is the plan the tiered feed makes.
+    of this trace is the plan the tiered feed makes. Deliberately without
+    ``__len__``: the feed hands the planner a generator, and a policy that
+    looks at the trace's length (``static`` sizes its profile by it) must
+    see the same thing here.
 
     Args:
         ds: the dataset.
@@ -124,9 +129,6 @@ class TrainTrace:
         self.num_rows = int(sum(ds.cardinalities))
         n = len(self.loader)
         self.steps = n if not max_steps else min(max_steps, n)
-
-    def __len__(self) -> int:
-        return self.steps
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.loader.id_stream(self.offsets, 0, self.steps)

@@ -33,8 +33,8 @@ import numpy as np
 from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.errors import ConfigError
 from hotpipe.profile.counters import ExactCounter, SketchSettings, TableCounter, make_counter
-from hotpipe.profile.reuse import ReuseTracker, summarize
 from hotpipe.profile.hotset import HotSetEvaluator, Ranker
+from hotpipe.profile.reuse import ReuseTracker, summarize
 from hotpipe.profile.sketch import MisraGries, _top
 
 TOP_FRACTIONS = (0.001, 0.01, 0.1)
@@ -127,8 +127,9 @@ class _Pass:
                       for c, k in zip(cards, self.drift_k, strict=True)]
         self.reuse = ReuseTracker(cards, batch_size=s.batch_size, ids_per_table=s.reuse_ids)
         self.rng = np.random.default_rng(s.seed)
-        # Held-out rows for the hot-set pass: (first row, row mask or None = all) per chunk.
-        self.held: list[tuple[int, np.ndarray | None]] = []
+        # Held-out rows for the hot-set pass: their indices (bounded by hot_rows),
+        # or None when every row is counted (then every row is measured too).
+        self.held: list[np.ndarray] | None = None if s.exact or s.sample >= 1.0 else []
         rest = max(1.0, (1.0 - s.sample) * ds.rows)
         self.held_p = min(1.0, s.hot_rows / rest)
 
@@ -137,15 +138,16 @@ class _Pass:
         for r0 in range(0, n, step):
             chunk = np.asarray(self.ds.sparse[r0:r0 + step])  # (c, T) int32
             self.reuse.update(chunk, r0)
-            mask = None if self.s.exact else self.rng.random(chunk.shape[0]) < self.s.sample
+            mask: np.ndarray | None = None
+            if not self.s.exact:
+                mask = np.asarray(self.rng.random(chunk.shape[0]) < self.s.sample)
             rows = chunk if mask is None else chunk[mask]
             for t, counter in enumerate(self.counters):
                 counter.update(rows[:, t])
             self._parts(chunk, r0, mask)
-            if mask is None:
-                self.held.append((r0, None))
-            else:  # rows not counted, thinned to about hot_rows in all
-                self.held.append((r0, ~mask & (self.rng.random(chunk.shape[0]) < self.held_p)))
+            if mask is not None and self.held is not None:  # rows not counted, about hot_rows in all
+                keep = ~mask & (self.rng.random(chunk.shape[0]) < self.held_p)
+                self.held.append(r0 + np.flatnonzero(keep))
 
     def _parts(self, chunk: np.ndarray, r0: int, mask: np.ndarray | None) -> None:
         rows = r0 + np.arange(chunk.shape[0], dtype=np.int64)
@@ -158,9 +160,14 @@ class _Pass:
                 self.parts[t][int(p)].update(sel[:, t])
 
     def evaluate(self, ev: HotSetEvaluator) -> None:
-        for r0, mask in self.held:
-            chunk = np.asarray(self.ds.sparse[r0:r0 + self.s.chunk_rows])
-            ev.update(chunk if mask is None else chunk[mask])
+        step = self.s.chunk_rows
+        if self.held is None:
+            for r0 in range(0, self.ds.rows, step):
+                ev.update(np.asarray(self.ds.sparse[r0:r0 + step]))
+            return
+        rows = np.concatenate(self.held) if self.held else np.empty(0, np.int64)
+        for i in range(0, rows.shape[0], step):
+            ev.update(np.asarray(self.ds.sparse[rows[i:i + step]]))  # reads only those rows' pages
 
 
 def _seen_order(counter: TableCounter, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,14 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from hotpipe.errors import ConfigError
-from hotpipe.profile.costmodel import Candidate, Prediction, Workload, check_model, memory_per_tier
+from hotpipe.profile.costmodel import (
+    Candidate,
+    Prediction,
+    Workload,
+    check_model,
+    memory_per_tier,
+    profiled_lookups,
+)
 from hotpipe.profile.hardware import Hardware
 from hotpipe.profile.movement import trace_movement
 from hotpipe.profile.pipeline import replay_pipeline
@@ -55,9 +62,6 @@ class _RankTrace:
         self.cold_share: list[float] = []  # per step: lookups of non-replicated rows / all
         self.hot_unique: list[int] = []  # per step: distinct replicated rows touched
 
-    def __len__(self) -> int:
-        return len(self.steps)  # type: ignore[arg-type]
-
     def __iter__(self) -> Iterator[np.ndarray]:
         for ids in self.steps:
             flat = np.asarray(ids, dtype=np.int64).ravel()
@@ -74,7 +78,7 @@ def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw:
 
     Args:
         c: the configuration; ``c.ranks > 1``, ``c.replicated == hot.shape[0]``.
-        steps: the global steps' ids, (B, T) int64 each (a sized sequence).
+        steps: the global steps' ids, (B, T) int64 each (re-iterable).
         work: what is trained (``batch_size`` is the global batch).
         hw: the machine (its link rates are used as given).
         hot: the replicated rows, from :func:`hottest_rows`.
@@ -102,7 +106,10 @@ def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw:
     link = hw.link
     comm = (a2a + allreduce) / link.bytes_per_s + 3 * link.latency_s  # 1 all-to-all pair + 1 all-reduce
     compute = hw.compute.step_s(int(round(local_batch))) - hw.batch_read_per_sample_s * local_batch
-    plan = hw.planner_fit(c.policy).plan_s(b, tr.misses)
+    fit = hw.planner_fit(c.policy)
+    plan = np.asarray(fit.plan_s(b, tr.misses), dtype=np.float64)
+    if plan.shape[0]:
+        plan[0] += fit.per_profiled_lookup_s * profiled_lookups(c.policy, b)
     move = hw.tier(c.backing).apply_s(tr.fetched, tr.written_back) + hw.batch_read_per_sample_s * local_batch
     t = replay_pipeline(plan, move, np.full(tr.steps, compute) + comm, depth=c.depth, overlap=hw.overlap)
     tot = tr.totals()

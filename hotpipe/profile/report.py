@@ -135,6 +135,10 @@ def render_markdown(prof: dict[str, Any]) -> str:
         "| mean over tables of each table's share | "
         + " | ".join(_fmt(v) for v in o["top_share_mean_over_tables"].values()) + " |",
         "",
+        *([] if s["exact"] else [
+            "Sampled: every share is that of the rows ranked hottest in the counted sample, measured "
+            "on held-out rows — what a hot set chosen from this profile serves (FAE's situation), and "
+            "a lower bound of the data's own top-k share.", ""]),
         "## Hot set per budget",
         "",
         "| budget | rows | lookups served | hot samples (every lookup hot) |",

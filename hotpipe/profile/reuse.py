@@ -84,7 +84,9 @@ class ReuseTracker:
         known, prev = self._ids[t], self._last[t]
         pos = np.minimum(np.searchsorted(known, first_ids), max(known.shape[0] - 1, 0))
         seen = (known[pos] == first_ids) if known.shape[0] else np.zeros(first_ids.shape[0], bool)
-        gaps = np.concatenate([gaps, first_steps[seen] - prev[pos[seen]]])
+        carried = first_steps[seen] - prev[pos[seen]]
+        # 0: a step split across two chunks, already counted for this id.
+        gaps = np.concatenate([gaps, carried[carried > 0]])
         self.cold[t] += int(np.count_nonzero(~seen))
         bins = np.minimum(np.floor(np.log2(gaps)).astype(np.int64), NUM_BINS - 1)
         self.hist[t] += np.bincount(bins, minlength=NUM_BINS)

@@ -9,7 +9,7 @@ cost model, *rank*. Traffic does not depend on the backing tier, so each
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
