@@ -66,10 +66,29 @@ class BatchLoader:
         return (self.batch(k) for k in range(self.num_steps))
 
     def id_stream(self, offsets: np.ndarray, start_step: int = 0,
-                  stop_step: int | None = None) -> Iterator[np.ndarray]:
+                  stop_step: int | None = None) -> IdStream:
         """Global ids of steps ``[start_step, stop_step)``: (B, T) int64, local + table offsets."""
-        for k in range(start_step, self.num_steps if stop_step is None else stop_step):
-            yield self.sparse_ids(k) + offsets
+        stop = self.num_steps if stop_step is None else stop_step
+        return IdStream(self, np.asarray(offsets, dtype=np.int64), start_step, stop)
+
+
+class IdStream:
+    """The global ids of a range of steps, iterable and sized.
+
+    Sized on purpose: a planner policy may size its profile by the trace
+    length (``static`` profiles the first 5% of steps), and the simulator,
+    the cost model and the tiered feed must all give it the same length.
+    """
+
+    def __init__(self, loader: BatchLoader, offsets: np.ndarray, start: int, stop: int) -> None:
+        self.loader, self.offsets, self.start, self.stop = loader, offsets, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for k in range(self.start, self.stop):
+            yield self.loader.sparse_ids(k) + self.offsets
 
 
 def split_loaders(dataset: ColumnarDataset, *, batch_size: int, val_fraction: float,

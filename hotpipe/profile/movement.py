@@ -82,7 +82,7 @@ def trace_movement(steps: Iterable[np.ndarray], *, num_rows: int, capacity: int,
 
     Args:
         steps: each step's global ids, (B, T) int64. Pass what training
-            passes (an unsized iterator, e.g. :class:`TrainTrace`): ``static``
+            passes (a sized trace, e.g. :class:`TrainTrace`): ``static``
             profiles a share of a sized trace but a fixed number of steps otherwise.
         num_rows, capacity, window, depth, policy: as for :class:`Planner`.
 
@@ -111,10 +111,10 @@ class TrainTrace:
 
     Built with the same :func:`~hotpipe.data.loader.split_loaders` call as
     training (same batch size, validation split, ``drop_last``), so a plan
-    of this trace is the plan the tiered feed makes. Deliberately without
-    ``__len__``: the feed hands the planner a generator, and a policy that
-    looks at the trace's length (``static`` sizes its profile by it) must
-    see the same thing here.
+    of this trace is the plan the tiered feed makes. Sized like the feed's
+    :class:`~hotpipe.data.loader.IdStream`: a policy that looks at the
+    trace's length (``static`` sizes its profile by it) must see the same
+    thing here.
 
     Args:
         ds: the dataset.
@@ -130,8 +130,11 @@ class TrainTrace:
         n = len(self.loader)
         self.steps = n if not max_steps else min(max_steps, n)
 
+    def __len__(self) -> int:
+        return self.steps
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        return self.loader.id_stream(self.offsets, 0, self.steps)
+        return iter(self.loader.id_stream(self.offsets, 0, self.steps))
 
     def batch_sizes(self) -> np.ndarray:
         """(S,) samples per step (training drops a short last batch, so all are B)."""
