@@ -9,15 +9,22 @@ its accumulator.
   present, so copies to the device can be asynchronous).
 - :class:`FileBacking`: one file per table, memory-mapped, for tables bigger
   than RAM. Reads and writes are vectorized gathers/scatters over the map
-  (``index_select``/``index_copy_`` release the GIL and run on all cores, so
-  page faults are taken in parallel in the background thread); the OS writes
-  dirty pages back and ``flush()`` forces it. Chosen over pread/pwrite
-  because a row-granular pread from Python is a call per row.
+  (``index_select``/``index_copy_`` release the GIL); the OS writes dirty
+  pages back and ``flush()`` forces it. Chosen over pread/pwrite because a
+  row-granular pread from Python is a call per row. Two measured choices
+  (BENCHMARKS.md, "Bigger than RAM"): the maps are advised ``MADV_RANDOM``
+  (without it each fault read up to 8 MiB around a 260-byte row: 0.74x a
+  plain map; with it 20x), and gathers are split over ``io_threads``
+  threads so that many page faults — disk reads — are in flight at once
+  (another 1.9x: one thread waits out one read latency per row).
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -91,17 +98,22 @@ class FileBacking:
         directory: where ``table-XXX.f32`` files are created (or reused when
             ``reuse=True`` and their sizes match — the bigger-than-RAM
             benchmark initialises once).
+        advise_random: advise the maps ``MADV_RANDOM`` (no read-around on a
+            fault); off only to measure what it buys.
+        io_threads: threads a gather is split over (page faults in flight).
     """
 
     def __init__(self, *, directory: str | os.PathLike[str], cardinalities: list[int], dim: int,
-                 optimizer: RowStateSpec, seed: int, reuse: bool = False) -> None:
+                 optimizer: RowStateSpec, seed: int, reuse: bool = False,
+                 advise_random: bool = True, io_threads: int = 16) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.num_rows = sum(cardinalities)
         self.width = dim + optimizer.state_width
         self.cards = list(cardinalities)
         self.offsets = np.cumsum([0, *cardinalities])
-        self.maps: list[np.memmap] = []
+        self._mmaps: list[mmap.mmap] = []
+        self.maps: list[np.ndarray] = []  # (card, D+W) float32 views of the maps
         self.tensors: list[torch.Tensor] = []
         fresh = False
         for t, card in enumerate(cardinalities):
@@ -111,9 +123,17 @@ class FileBacking:
                 fresh = True
                 with open(path, "wb") as f:
                     f.truncate(want)
-            mm = np.memmap(path, dtype=np.float32, mode="r+", shape=(card, self.width))
-            self.maps.append(mm)
-            self.tensors.append(torch.from_numpy(mm))
+            with open(path, "r+b") as f:
+                mm = mmap.mmap(f.fileno(), want)  # the map outlives the descriptor
+            if advise_random and hasattr(mmap, "MADV_RANDOM"):
+                mm.madvise(mmap.MADV_RANDOM)
+            arr = np.frombuffer(mm, dtype=np.float32).reshape(card, self.width)
+            self._mmaps.append(mm)
+            self.maps.append(arr)
+            self.tensors.append(torch.from_numpy(arr))
+        self.io_threads = max(1, io_threads)
+        self._pool = (ThreadPoolExecutor(self.io_threads, thread_name_prefix="hotpipe-io")
+                      if self.io_threads > 1 else None)
         if fresh:
             _initial_records(self._write_block, cardinalities, dim, optimizer, seed)
             self.flush()
@@ -137,18 +157,42 @@ class FileBacking:
             start += c
         return out
 
+    def _parts(self, ids: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(table, positions, local ids) pieces, each table's split io_threads ways."""
+        parts = []
+        for t, pos, local in self._split(ids):
+            n = self.io_threads if local.numel() >= 4 * self.io_threads else 1
+            parts += [(t, p, q) for p, q in zip(pos.tensor_split(n), local.tensor_split(n),
+                                                strict=True) if p.numel()]
+        return parts
+
     def read(self, ids: torch.Tensor) -> torch.Tensor:
         out = torch.empty(ids.shape[0], self.width)
-        for t, pos, local in self._split(ids):
-            out.index_copy_(0, pos, self.tensors[t].index_select(0, local))
+        parts = self._parts(ids)
+        if self._pool is None or len(parts) == 1:
+            for t, pos, local in parts:
+                out.index_copy_(0, pos, self.tensors[t].index_select(0, local))
+            return out
+        jobs = [(pos, self._pool.submit(self.tensors[t].index_select, 0, local))
+                for t, pos, local in parts]
+        for pos, job in jobs:
+            out.index_copy_(0, pos, job.result())
         return out
 
     def write(self, ids: torch.Tensor, records: torch.Tensor) -> None:
-        for t, pos, local in self._split(ids):
-            self.tensors[t].index_copy_(0, local, records.index_select(0, pos))
+        # Distinct ids, so pieces write disjoint rows and may run concurrently.
+        parts = self._parts(ids)
+        if self._pool is None or len(parts) == 1:
+            for t, pos, local in parts:
+                self.tensors[t].index_copy_(0, local, records.index_select(0, pos))
+            return
+        jobs = [self._pool.submit(self.tensors[t].index_copy_, 0, local, records.index_select(0, pos))
+                for t, pos, local in parts]
+        for job in jobs:
+            job.result()
 
     def flush(self) -> None:
-        for mm in self.maps:
+        for mm in self._mmaps:
             mm.flush()
 
     def export(self) -> np.ndarray:
@@ -161,15 +205,25 @@ class FileBacking:
         self.flush()
 
     def close(self) -> None:
+        if not self._mmaps:
+            return
         self.flush()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        # Views must go before the maps can close; a view still held
+        # elsewhere (an export being read) keeps its map alive instead.
         self.tensors.clear()
         self.maps.clear()
+        for mm in self._mmaps:
+            with contextlib.suppress(BufferError):
+                mm.close()
+        self._mmaps.clear()
 
 
 class _ConcatRows:
     """A read-only row-concatenation of per-table maps, sliceable in row chunks."""
 
-    def __init__(self, maps: list[np.memmap]) -> None:
+    def __init__(self, maps: list[np.ndarray]) -> None:
         self.maps = maps
         self.offsets = np.cumsum([0] + [len(m) for m in maps])
         self.shape = (int(self.offsets[-1]), maps[0].shape[1] if maps else 0)
