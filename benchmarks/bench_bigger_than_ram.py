@@ -57,10 +57,11 @@ from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
 from hotpipe.data.loader import BatchLoader
 from hotpipe.data.synth import FeistelPermutation, ZipfSampler
 from hotpipe.model.dlrm import DLRM
-from hotpipe.model.embedding import SlotStore, SparseEmbedding
-from hotpipe.model.init import init_rows
+from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import RowOptimizer, make_row_optimizer
 from hotpipe.storage.backing import FileBacking
+from hotpipe.storage.init import init_rows
+from hotpipe.storage.slots import SlotStore
 from hotpipe.storage.tiered import TieredStore
 from hotpipe.train.loop import LoopState, StepLog, train_steps
 from hotpipe.train.mapped_feed import MappedFeed

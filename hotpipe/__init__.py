@@ -9,12 +9,19 @@ from hotpipe.config import RunConfig, load_config
 from hotpipe.data.batch import Batch, JaggedIds
 from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
 from hotpipe.data.loader import BatchLoader
-from hotpipe.errors import CapacityError, CheckpointError, ConfigError, DataFormatError, HotpipeError
+from hotpipe.errors import (
+    CapacityError,
+    CheckpointError,
+    ConfigError,
+    DataFormatError,
+    HotpipeError,
+)
 from hotpipe.model.dlrm import DLRM
-from hotpipe.model.embedding import SlotStore, SparseEmbedding
+from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
 from hotpipe.plan.planner import Planner, min_capacity
 from hotpipe.plan.types import StepPlan
+from hotpipe.storage.slots import SlotStore
 
 __all__ = [
     "DLRM",

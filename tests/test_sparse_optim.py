@@ -7,8 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotpipe.model.embedding import SlotStore, SparseEmbedding
+from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
+from hotpipe.storage.slots import SlotStore
 
 
 def _dense_rowwise_adagrad(w: torch.Tensor, s: torch.Tensor, g: torch.Tensor, lr: float, eps: float) -> None:

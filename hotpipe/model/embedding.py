@@ -21,7 +21,7 @@ import torch
 from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.storage.slots import SlotStore
 
-__all__ = ["SlotStore", "SparseEmbedding", "table_offsets"]
+__all__ = ["SparseEmbedding", "table_offsets"]
 
 
 def table_offsets(cardinalities: list[int]) -> torch.Tensor:

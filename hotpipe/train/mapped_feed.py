@@ -27,8 +27,8 @@ import torch
 
 from hotpipe.data.loader import BatchLoader
 from hotpipe.errors import ConfigError
-from hotpipe.model.embedding import SlotStore
 from hotpipe.storage.backing import FileBacking
+from hotpipe.storage.slots import SlotStore
 from hotpipe.train.checkpoint import RowSource
 from hotpipe.train.feed import FeedStats, StepInput
 
