@@ -23,6 +23,7 @@ class CheckedLookahead(LookaheadPolicy):
     """Checks each choice of victims against a brute-force reading of the trace."""
 
     def __init__(self, steps: list[np.ndarray]) -> None:
+        super().__init__(age_every=5)  # short traces: make the aging happen
         self.sets = [set(np.asarray(x).ravel().tolist()) for x in steps]
         self.evictions = 0
 
@@ -50,9 +51,10 @@ class CheckedLookahead(LookaheadPolicy):
 
         def rank(x: int) -> tuple[float, int]:
             nu = self.window_next_use(x)
-            count = int(st_.freq[x])
-            # Never-used rows compare by count bucket; same next use by exact count.
-            return (-nu, int(np.log2(count))) if nu == math.inf else (-nu, count)
+            # Never-used rows compare by aged-count bucket; same next use by exact count.
+            if nu == math.inf:
+                return (-nu, int(np.log2(max(int(self._heat[x]), 1))))
+            return (-nu, int(st_.freq[x]))
 
         worst_chosen = max(rank(x) for x in chosen)
         kept = [rank(x) for x in evictable - chosen]

@@ -100,6 +100,15 @@ class RowFifo:
         self._ids[:n], self._stamps[:n] = ids[keep], stamps[keep]
         self._head, self._tail = 0, n
 
+    def drain(self, is_valid: Validator) -> tuple[np.ndarray, np.ndarray]:
+        """Remove everything; return the valid entries (ids, stamps), oldest first."""
+        ids = self._ids[self._head : self._tail]
+        stamps = self._stamps[self._head : self._tail]
+        keep = is_valid(ids, stamps)
+        out = ids[keep].copy(), stamps[keep].copy()
+        self._head = self._tail = 0
+        return out
+
     def _make_room(self, n: int) -> None:
         live = self._tail - self._head
         size = self._ids.shape[0]
@@ -147,6 +156,13 @@ class BucketedFifo:
         for q in self._queues:
             if len(q):
                 q.compact(is_valid)
+
+    def drain(self, is_valid: Validator) -> tuple[np.ndarray, np.ndarray]:
+        """Remove everything; return the valid entries (ids, stamps) of all buckets."""
+        parts = [q.drain(is_valid) for q in self._queues if len(q)]
+        if not parts:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def pop(self, k: int, is_valid: Validator) -> np.ndarray:
         """Remove and return up to ``k`` valid ids, lowest bucket first."""
