@@ -86,10 +86,12 @@ class SparseEmbedding:
     def update_rows(self, uniq: torch.Tensor, coalesced: torch.Tensor) -> None:
         """uniq (U,) distinct slots, coalesced (U, D) their summed gradients."""
         st = self.store
-        rows = st.weights.index_select(0, uniq)
-        state = st.state.index_select(0, uniq)
-        self.optimizer.step(rows, state, coalesced)
-        st.weights.index_copy_(0, uniq, rows)
-        if state.shape[1]:
+        if st.state.shape[1]:
+            state = st.state.index_select(0, uniq)  # (U, W)
+            delta = self.optimizer.delta(state, coalesced)
             st.state.index_copy_(0, uniq, state)
-        st.dirty[uniq] = True
+        else:
+            delta = self.optimizer.delta(st.state[:0], coalesced)
+        # alpha=1: index_add_ with another alpha takes a much slower path.
+        st.weights.index_add_(0, uniq, delta)
+        st.dirty.index_fill_(0, uniq, True)
