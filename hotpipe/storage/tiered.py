@@ -88,7 +88,7 @@ class TieredStore:
                 self.cache.weights.index_copy_(0, slots_dev, rec_dev[:, : self.dim])
                 if self.cache.state.shape[1]:
                     self.cache.state.index_copy_(0, slots_dev, rec_dev[:, self.dim:])
-                self.cache.dirty[slots_dev] = False
+                self.cache.dirty.index_fill_(0, slots_dev, False)
                 self.slot_ids[slots] = ids
                 n = int(ids.numel())
                 self.counts.rows_fetched += n
