@@ -19,7 +19,7 @@ def test_truncated_column_file_is_named(tmp_path):
         f.truncate(100)
     with pytest.raises(DataFormatError) as e:
         ColumnarDataset.open(d)
-    assert "sparse.bin" in str(e.value) and "expected" in str(e.value) and "found 100 bytes" in str(e.value)
+    assert "sparse.bin" in str(e.value) and "expected" in str(e.value) and "100 bytes" in str(e.value)
 
 
 def test_unknown_format_version(tmp_path):
