@@ -2,8 +2,9 @@
 
 It applies :class:`~hotpipe.plan.types.StepPlan` s — write back evicted
 dirty rows, read fetched rows — and keeps the counters the trainer reports.
-It does not decide anything: the planner did. Applying a plan returns a
-handle with ``.wait()`` so the pipeline decides when to block.
+It does not decide anything: the planner did, and the pipeline
+(``train/tiered_feed.py``) decides when plans are applied and when compute
+waits for them.
 
 Row records are ``[weights | optimizer state]``; the cache stores them in a
 :class:`~hotpipe.model.embedding.SlotStore` (two tensors indexed by slot)
@@ -13,7 +14,6 @@ that the embedding module reads and updates directly.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,9 +52,6 @@ class TieredStore:
         self.counts = MoveCounts()
         self.fetched_per_table = torch.zeros(len(table_bounds) - 1, dtype=torch.int64)
         self._lock = threading.Lock()  # apply() and flush() never interleave
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hotpipe-move")
-        device = cache.weights.device
-        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def _records(self, slots: torch.Tensor) -> torch.Tensor:
         """(M,) slots -> (M, D+W) records read from the cache, on the host."""
@@ -96,21 +93,11 @@ class TieredStore:
                 table = torch.searchsorted(self.bounds, ids, right=True) - 1
                 self.fetched_per_table += torch.bincount(table, minlength=len(self.fetched_per_table))
 
-    def apply_async(self, plan: StepPlan) -> Future[None]:
-        """Apply on the mover thread (and a side CUDA stream); returns a handle with ``.result()``."""
-        def run() -> None:
-            if self._stream is not None:
-                with torch.cuda.stream(self._stream):
-                    self.apply(plan)
-                self._stream.synchronize()
-            else:
-                self.apply(plan)
-
-        return self._pool.submit(run)
-
     def flush(self) -> None:
         """Write every dirty resident row back: the backing tier is then complete."""
         with self._lock:
+            if self.cache.weights.is_cuda:  # copies queued on the mover's stream land first
+                torch.cuda.synchronize(self.cache.weights.device)
             slots = torch.nonzero(self.cache.dirty.cpu() & (self.slot_ids >= 0)).squeeze(1)
             if slots.numel():
                 self._write_back(self.slot_ids[slots], slots)
@@ -118,5 +105,4 @@ class TieredStore:
             self.backing.flush()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
         self.backing.close()

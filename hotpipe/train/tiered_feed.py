@@ -65,6 +65,13 @@ class TieredFeed:
         self._done = -1
         self._cond = threading.Condition()
         self._misses_per_table = np.zeros(len(cardinalities), dtype=np.int64)
+        # On CUDA the mover copies on a side stream; events order it against
+        # compute: plan s waits for the update of step s-depth-1 to have run
+        # on the GPU (not just been queued), and step s's compute waits for
+        # plan s's copies.
+        dev = self.store.weights.device
+        self._side = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        self._done_event: torch.cuda.Event | None = None
         self._unique_per_table = np.zeros(len(cardinalities), dtype=np.int64)
 
     @classmethod
@@ -100,10 +107,20 @@ class TieredFeed:
                 with self._cond:  # the rows plan s evicts were last used by step <= s-depth-1
                     while self._done < s - self.depth - 1 and not stop_evt.is_set():
                         self._cond.wait(0.1)
+                    done_event = self._done_event
                 if stop_evt.is_set():
                     return
-                self.tiers.apply(plan)
-                out.put((s, plan, loader.batch(s)))
+                ready = None
+                if self._side is not None:
+                    with torch.cuda.stream(self._side):
+                        if done_event is not None:
+                            self._side.wait_event(done_event)
+                        self.tiers.apply(plan)
+                        ready = torch.cuda.Event()
+                        ready.record(self._side)
+                else:
+                    self.tiers.apply(plan)
+                out.put((s, plan, loader.batch(s), ready))
             out.put(_DONE)
         except BaseException as e:  # surfaced in the main thread
             out.put(e)
@@ -125,7 +142,9 @@ class TieredFeed:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                s, plan, batch = item
+                s, plan, batch, ready = item
+                if ready is not None:
+                    torch.cuda.current_stream().wait_event(ready)
                 self._count(plan)
                 yield StepInput(s, batch, torch.from_numpy(plan.lookup_slots).to(dev))
         finally:
@@ -156,6 +175,9 @@ class TieredFeed:
 
     def step_done(self, step: int) -> None:
         with self._cond:
+            if self._side is not None:  # the update is queued, not yet run
+                self._done_event = torch.cuda.Event()
+                self._done_event.record()
             self._done = step
             self._cond.notify_all()
 
