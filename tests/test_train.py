@@ -138,3 +138,10 @@ def test_report_renders(tmp_path):
         assert png.stat().st_size > 1000
         with Image.open(png) as im:
             assert im.size[0] > 100
+
+
+def test_resume_past_the_requested_stop_is_an_error(tmp_path):
+    data = make_dataset(tmp_path / "d", rows=1024)
+    train(_cfg(data, "train.max_steps=6"), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="step 6, past the requested stop 3"):
+        train(_cfg(data, "train.max_steps=3"), tmp_path / "run", resume=True)

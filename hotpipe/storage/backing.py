@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from hotpipe.storage.init import init_rows
-from hotpipe.storage.slots import RowStateSpec
+from hotpipe.storage.slots import RowStateSpec, copy_rows
 
 
 class BackingStore(Protocol):
@@ -84,8 +84,7 @@ class HostBacking:
         return self.data.numpy()
 
     def load(self, records: np.ndarray) -> None:
-        for r0 in range(0, len(records), 1 << 16):
-            self.data[r0:r0 + (1 << 16)].copy_(torch.from_numpy(np.array(records[r0:r0 + (1 << 16)])))
+        copy_rows(self.data, records)
 
     def close(self) -> None:
         pass
@@ -200,8 +199,8 @@ class FileBacking:
         return _ConcatRows(self.maps)  # type: ignore[return-value]
 
     def load(self, records: np.ndarray) -> None:
-        for r0 in range(0, len(records), 1 << 16):
-            self._write_block(r0, torch.from_numpy(np.array(records[r0:r0 + (1 << 16)])))
+        for t, tensor in enumerate(self.tensors):
+            copy_rows(tensor, records[int(self.offsets[t]):int(self.offsets[t + 1])])
         self.flush()
 
     def close(self) -> None:

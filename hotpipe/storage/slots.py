@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 
@@ -53,3 +54,10 @@ class SlotStore:
     @property
     def dim(self) -> int:
         return int(self.weights.shape[1])
+
+
+def copy_rows(dst: torch.Tensor, src: np.ndarray, chunk: int = 1 << 16) -> None:
+    """Copy a (possibly memory-mapped, read-only) (R, W) array into ``dst`` in
+    row chunks, so a table bigger than free RAM is never loaded whole."""
+    for r0 in range(0, len(src), chunk):
+        dst[r0:r0 + chunk].copy_(torch.from_numpy(np.array(src[r0:r0 + chunk])))

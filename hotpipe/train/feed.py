@@ -10,7 +10,7 @@ apart, which is what the exactness tests rely on.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +20,8 @@ from hotpipe.data.batch import Batch
 from hotpipe.data.loader import BatchLoader
 from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.storage.init import init_rows
-from hotpipe.storage.slots import SlotStore
+from hotpipe.storage.slots import SlotStore, copy_rows
+from hotpipe.storage.tiered import MoveCounts
 from hotpipe.train.checkpoint import RowSource
 
 
@@ -33,15 +34,16 @@ class StepInput:
 
 @dataclass
 class FeedStats:
-    """Cumulative data-movement counters (all zero for an untiered feed)."""
+    """Cumulative counters (all zero for an untiered feed).
+
+    ``moves`` is the tiered store's own counter object (shared, not copied),
+    so rows/bytes moved are never out of date.
+    """
 
     hits: int = 0
     misses: int = 0
-    rows_fetched: int = 0
-    rows_written_back: int = 0
-    bytes_fetched: int = 0
-    bytes_written_back: int = 0
     stall_seconds: float = 0.0
+    moves: MoveCounts = field(default_factory=MoveCounts)
     per_table: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -49,8 +51,7 @@ class FeedStats:
         return {
             "hits": self.hits, "misses": self.misses,
             "hit_rate": self.hits / lookups if lookups else 1.0,
-            "rows_fetched": self.rows_fetched, "rows_written_back": self.rows_written_back,
-            "bytes_fetched": self.bytes_fetched, "bytes_written_back": self.bytes_written_back,
+            **asdict(self.moves),
             "stall_seconds": self.stall_seconds,
             "per_table": self.per_table,
         }
@@ -78,13 +79,6 @@ class _Records:
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         return np.concatenate([self.weights[rows], self.state[rows]], axis=1)
-
-
-def copy_rows(dst: torch.Tensor, src: np.ndarray, chunk: int = 1 << 16) -> None:
-    """Copy a (possibly memory-mapped, read-only) array into ``dst`` in chunks,
-    so a checkpoint bigger than free RAM never has to be loaded whole."""
-    for r0 in range(0, len(src), chunk):
-        dst[r0:r0 + chunk].copy_(torch.from_numpy(np.array(src[r0:r0 + chunk])))
 
 
 class DirectFeed:

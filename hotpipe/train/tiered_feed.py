@@ -61,7 +61,7 @@ class TieredFeed:
         self.offsets = self.bounds[:-1]
         self.capacity, self.policy, self.window, self.depth = capacity, policy, window, depth
         self.names = table_names or [f"T{t}" for t in range(len(cardinalities))]
-        self.stats = FeedStats()
+        self.stats = FeedStats(moves=tiers.counts)
         self._done = -1
         self._cond = threading.Condition()
         self._misses_per_table = np.zeros(len(cardinalities), dtype=np.int64)
@@ -163,9 +163,7 @@ class TieredFeed:
         self._misses_per_table += np.bincount(t_m, minlength=len(self.cards))
 
     def _sync_stats(self) -> None:
-        c, st = self.tiers.counts, self.stats
-        st.rows_fetched, st.rows_written_back = c.rows_fetched, c.rows_written_back
-        st.bytes_fetched, st.bytes_written_back = c.bytes_fetched, c.bytes_written_back
+        st = self.stats
         fetched = self.tiers.fetched_per_table.tolist()
         st.per_table = {
             self.names[t]: {"hits": int(self._unique_per_table[t] - self._misses_per_table[t]),
