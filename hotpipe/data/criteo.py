@@ -39,7 +39,7 @@ from typing import BinaryIO
 import numpy as np
 
 from hotpipe.data.encoding import BadLine, RawChunk
-from hotpipe.errors import ConfigError, DataFormatError
+from hotpipe.errors import ConfigError, DataFormatError, ResourceError
 
 NUM_DENSE = 13
 NUM_CATEGORICAL = 26
@@ -85,9 +85,16 @@ class SourceStream:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = path.stat().st_size
+        self.delimiter: str | None = None  # set by the CSV reader once resolved
         raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self.compressed = raw.read(2) == b"\x1f\x8b"
+        magic = raw.read(4)
+        self.compressed = magic[:2] == b"\x1f\x8b"
         raw.seek(0)
+        if magic == b"PAR1":
+            raw.close()
+            raise DataFormatError("this is a Parquet file, not text", path=str(path), line=1,
+                                  expected="text (Criteo TSV, CSV, libSVM)",
+                                  found="Parquet magic bytes PAR1; use --format parquet with --schema")
         self._hashing = _HashingReader(raw)
         self._stream: io.RawIOBase | gzip.GzipFile = (
             gzip.GzipFile(fileobj=self._hashing, mode="rb") if self.compressed else self._hashing)
@@ -120,8 +127,11 @@ class SourceStream:
 
     def record(self) -> dict[str, object]:
         """The manifest's ``sources`` entry."""
-        return {"path": str(self.path.resolve()), "bytes": self.size, "sha256": self.sha256(),
-                "compression": "gzip" if self.compressed else "none"}
+        rec: dict[str, object] = {"path": str(self.path.resolve()), "bytes": self.size,
+                                  "sha256": self.sha256(), "compression": "gzip" if self.compressed else "none"}
+        if self.delimiter is not None:
+            rec["delimiter"] = self.delimiter
+        return rec
 
     def close(self) -> None:
         self._stream.close()
@@ -158,7 +168,10 @@ def open_source(path: str | os.PathLike[str]) -> Iterator[SourceStream]:
     if not p.is_file():
         raise DataFormatError("input file not found", path=str(p), expected="a readable file",
                               found="nothing" if not p.exists() else "not a regular file")
-    stream = SourceStream(p)
+    try:
+        stream = SourceStream(p)
+    except PermissionError as e:
+        raise ResourceError(f"{p}: permission denied (cannot read the input file)") from e
     try:
         yield stream
     finally:

@@ -71,6 +71,7 @@ class RawChunk:
         names: per table, (fingerprints (k,) uint64, strings (k,)) of the
             values seen in this chunk, when keys are fingerprints of strings;
             lets a vocabulary be inverted to the original strings.
+        order_key: (n,) float64 sort key of each row (schema ``sort_by``), or None.
     """
 
     label: np.ndarray
@@ -80,6 +81,7 @@ class RawChunk:
     bad_count: int = 0
     bad: tuple[BadLine, ...] = ()
     names: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
+    order_key: np.ndarray | None = None
 
     @property
     def rows(self) -> int:

@@ -1,151 +1,51 @@
-"""Generic CTR tables (CSV or Parquet) described by a small schema.
-
-A schema names the label column, the categorical columns (one embedding table
-each) and the dense columns; anything else in the file is ignored::
-
-    label: is_attributed
-    categorical: [ip, app, device, os, channel]
-    dense: []                # may be empty (TalkingData has none)
-    format: csv              # optional: csv | parquet; default by extension
-    delimiter: ","           # optional, CSV only
-    dense_transform: none    # optional: none | log1p (Criteo-style counts)
+"""Generic CTR tables (CSV or Parquet) described by a schema (see ``schema.py``).
 
 Categorical values are read as strings (an integer column becomes its decimal
 text, so CSV and Parquet copies of a table encode alike) and keyed by a
 64-bit blake2b fingerprint, computed once per *distinct* value of a chunk.
-Empty/null -> missing. Dense: numbers, empty/null -> missing (0 after the
-transform), anything else is a bad row. Label: 0 or 1 (also 0.0/1.0 or a Parquet
-boolean); missing or anything else is a bad row.
+A value listed in the schema's ``na_values`` (default: only the empty
+string) is missing; nothing else is (pyarrow's own list, which turns ``NA``,
+``null``, ``nan`` into missing, is not used). Dense: numbers, missing -> 0
+after the transform, anything else is a bad row. Label: by the schema's rule;
+missing or fitting no rule is a bad row.
 
-Line numbers in errors: CSV rows count from line 2 (line 1 is the header;
-assumes no quoted newlines); Parquet rows count from 1.
+Line numbers in errors: one row per line (quoted newlines are not supported,
+and an unclosed quote is reported at its own line); the first data line is
+``skip_rows + 2`` with a header, ``skip_rows + 1`` with ``columns``. Parquet
+rows count from 1.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-import yaml
 
 from hotpipe.data.criteo import SourceStream
 from hotpipe.data.encoding import BadLine, RawChunk
-from hotpipe.errors import ConfigError, DataFormatError
+from hotpipe.data.schema import AUTO_CANDIDATES, NAMED_DELIMITERS, LabelRule, TabularSchema
+from hotpipe.errors import DataFormatError
+
+__all__ = ["TabularSchema", "LabelRule", "read_csv", "read_parquet", "fingerprint", "sniff_delimiter"]
 
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _BLANK = r"^\s*$"
 _MAX_EXAMPLES = 10
-_FORMATS = ("csv", "parquet")
-_TRANSFORMS = ("none", "log1p")
-
-
-@dataclass(frozen=True)
-class TabularSchema:
-    """Which columns of a CSV/Parquet file are the label, tables and dense features.
-
-    Example:
-        >>> s = TabularSchema.from_dict({"label": "y", "categorical": ["a", "b"]})
-        >>> s.columns
-        ('y', 'a', 'b')
-    """
-
-    label: str
-    categorical: tuple[str, ...]
-    dense: tuple[str, ...] = ()
-    format: str | None = None  # None: .parquet/.pq -> parquet, anything else -> csv
-    delimiter: str = ","
-    dense_transform: str = "none"  # not log1p by default: generic dense may be negative
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.label, *self.categorical, *self.dense)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TabularSchema:
-        """Build from a mapping; unknown keys, wrong types, duplicates raise ConfigError."""
-        if not isinstance(d, Mapping):
-            raise ConfigError("schema", f"expected a mapping, found {type(d).__name__}")
-        allowed = set(cls.__dataclass_fields__)
-        for key in d:
-            if key not in allowed:
-                raise ConfigError(f"schema.{key}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
-        for key in ("label", "categorical"):
-            if key not in d:
-                raise ConfigError(f"schema.{key}", "required")
-        schema = cls(
-            label=_name(d["label"], "label"),
-            categorical=_names(d["categorical"], "categorical"),
-            dense=_names(d.get("dense") or [], "dense"),
-            format=_choice(d.get("format"), "format", _FORMATS, optional=True),
-            delimiter=_delimiter(d.get("delimiter", ",")),
-            dense_transform=_choice(d.get("dense_transform", "none"), "dense_transform", _TRANSFORMS) or "none",
-        )
-        if not schema.categorical:
-            raise ConfigError("schema.categorical", "needs at least one column (one embedding table each)")
-        seen: set[str] = set()
-        for c in schema.columns:
-            if c in seen:
-                raise ConfigError("schema", f"column {c!r} is listed twice")
-            seen.add(c)
-        return schema
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TabularSchema:
-        """Read a YAML (or JSON) schema file."""
-        try:
-            d = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError("schema", f"cannot read {path}: {e}") from e
-        return cls.from_dict(d)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    def format_of(self, path: str | os.PathLike[str]) -> str:
-        if self.format is not None:
-            return self.format
-        return "parquet" if Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
-
-
-def _name(v: Any, key: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"schema.{key}", f"expected a column name, found {v!r}")
-    return v
-
-
-def _names(v: Any, key: str) -> tuple[str, ...]:
-    if not isinstance(v, (list, tuple)):
-        raise ConfigError(f"schema.{key}", f"expected a list of column names, found {v!r}")
-    return tuple(_name(x, key) for x in v)
-
-
-def _choice(v: Any, key: str, options: tuple[str, ...], optional: bool = False) -> str | None:
-    if v is None and optional:
-        return None
-    if v not in options:
-        raise ConfigError(f"schema.{key}", f"expected one of {', '.join(options)}, found {v!r}")
-    return str(v)
-
-
-def _delimiter(v: Any) -> str:
-    if not isinstance(v, str) or len(v) != 1:
-        raise ConfigError("schema.delimiter", f"expected one character, found {v!r}")
-    return v
-
-
-# ------------------------------------------------------------------- column decoding
+_SNIFF_LINES = 20
+_DELIM_NAMES = {v: k for k, v in NAMED_DELIMITERS.items()}
 
 
 def fingerprint(strings: list[str]) -> np.ndarray:
@@ -154,11 +54,25 @@ def fingerprint(strings: list[str]) -> np.ndarray:
     return np.frombuffer(digests, "<u8").astype(np.uint64)
 
 
-def _numbers(col: pa.Array, path: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+# ------------------------------------------------------------------- column decoding
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _na_to_null(col: pa.Array, na: tuple[str, ...]) -> pa.Array:
+    """Strings listed in ``na_values`` -> null (pyarrow's CSV reader did it already; Parquet not)."""
+    if not _is_text(col.type) or not na:
+        return col
+    return pc.if_else(pc.is_in(col, value_set=pa.array(na, col.type)), pa.scalar(None, col.type), col)
+
+
+def _numbers(col: pa.Array, path: str, name: str, blank_is_missing: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A label/dense column -> (values (n,) float64 with NaN for missing, invalid (n,) bool)."""
     t = col.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        blank = pc.fill_null(pc.match_substring_regex(col, _BLANK), True)
+    if _is_text(t):
+        blank = pc.fill_null(pc.match_substring_regex(col, _BLANK), True) if blank_is_missing else pc.is_null(col)
         valid = pc.fill_null(pc.match_substring_regex(col, _NUMBER), False)
         invalid = ~(blank.to_numpy(zero_copy_only=False) | valid.to_numpy(zero_copy_only=False))
         col = pc.cast(pc.utf8_trim_whitespace(pc.if_else(valid, col, None)), pa.float64())
@@ -173,37 +87,83 @@ def _numbers(col: pa.Array, path: str, name: str) -> tuple[np.ndarray, np.ndarra
     return values, invalid
 
 
+def _label(col: pa.Array, rule: LabelRule, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The label column -> (labels (n,) float32 in {0, 1}, bad (n,) bool) by the schema's rule."""
+    if rule.kind in ("binary", "threshold"):
+        values, bad = _numbers(col, path, rule.column)
+        bad |= np.isnan(values)  # a missing label is never a negative
+        if rule.kind == "binary":
+            bad |= (values != 0) & (values != 1)
+            return np.where(bad, 0, values).astype(np.float32), bad
+        with np.errstate(invalid="ignore"):
+            return (values >= rule.threshold).astype(np.float32), bad
+    text = pc.utf8_trim_whitespace(col if _is_text(col.type) else pc.cast(col, pa.string()))
+    missing = pc.is_null(text).to_numpy(zero_copy_only=False)
+    if rule.kind == "positive":
+        pos = pc.fill_null(pc.is_in(text, value_set=pa.array(rule.positive, pa.string())), False)
+        label = pos.to_numpy(zero_copy_only=False)
+        bad = missing.copy()
+        if rule.negative is not None:
+            neg = pc.fill_null(pc.is_in(text, value_set=pa.array(rule.negative, pa.string())), False)
+            bad |= ~(label | neg.to_numpy(zero_copy_only=False))
+        return label.astype(np.float32), bad
+    keys = [k for k, _ in rule.mapping]
+    idx = pc.index_in(text, value_set=pa.array(keys, pa.string()))
+    bad = pc.is_null(idx).to_numpy(zero_copy_only=False)
+    vals = np.array([v for _, v in rule.mapping], np.float32)
+    return vals[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)], bad
+
+
 def _categorical(col: pa.Array, want_names: bool) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """A categorical column -> (keys (n,) uint64, missing (n,) bool, (fingerprints, strings) or None)."""
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+    if not _is_text(col.type):
         col = pc.cast(col, pa.string())
     enc = pc.dictionary_encode(col)
     strings = enc.dictionary.to_pylist()  # distinct values of this chunk only
     fps = fingerprint(strings)
     idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     missing = idx < 0
-    if "" in strings:
-        missing |= idx == strings.index("")
     keys = fps[np.maximum(idx, 0)] if fps.size else np.zeros(idx.shape, np.uint64)
     names = (fps, np.array(strings, dtype=str)) if want_names else None
     return keys, missing, names
+
+
+def _order_key(col: pa.Array, path: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``sort_by`` column -> (keys (n,) float64, bad (n,) bool): numbers or ISO-8601 times."""
+    if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+        ts = pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64())
+        return ts.to_numpy(zero_copy_only=False).astype(np.float64), pc.is_null(ts).to_numpy(zero_copy_only=False)
+    values, bad = _numbers(col, path, name, blank_is_missing=False)
+    bad |= np.isnan(values)
+    if bad.any() and _is_text(col.type):
+        try:  # times as text: one vectorized cast when every value parses
+            ts = pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64())
+            return ts.to_numpy(zero_copy_only=False).astype(np.float64), pc.is_null(ts).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # some value is neither a number nor a time: those rows stay bad
+    return values, bad
 
 
 def _to_chunk(batch: pa.RecordBatch, schema: TabularSchema, path: str, first_line: int,
               skip: bool, want_names: bool) -> RawChunk:
     """Validate and convert one record batch (n rows); see the module docstring."""
     n = batch.num_rows
-    label, label_bad = _numbers(batch.column(schema.label), path, schema.label)
-    label_bad |= (label != 0) & (label != 1)  # NaN (missing) is also != 0 and != 1
+    cols = {c: _na_to_null(batch.column(c), schema.na_values) for c in schema.columns}
+    blank = "" in schema.na_values
+    label, label_bad = _label(cols[schema.label], schema.label_rule, path)
     dense = np.zeros((n, len(schema.dense)), np.float64)  # (n, D)
     bad = {schema.label: label_bad}
     for j, name in enumerate(schema.dense):
-        dense[:, j], bad[name] = _numbers(batch.column(name), path, name)
+        dense[:, j], bad[name] = _numbers(cols[name], path, name, blank)
+    order_key = None
+    if schema.sort_by is not None:
+        order_key, bad_key = _order_key(cols[schema.sort_by], path, schema.sort_by)
+        bad[schema.sort_by] = bad.get(schema.sort_by, np.zeros(n, bool)) | bad_key
     row_bad = np.logical_or.reduce(list(bad.values()))
     examples: tuple[BadLine, ...] = ()
     if row_bad.any():
         shown = np.flatnonzero(row_bad)[: _MAX_EXAMPLES if skip else 1]
-        examples = tuple(_explain(batch, bad, schema, path, first_line, int(i)) for i in shown)
+        examples = tuple(_explain(cols, bad, schema, path, first_line, int(i)) for i in shown)
         if not skip:
             raise examples[0].to_error()
     good = ~row_bad
@@ -211,39 +171,159 @@ def _to_chunk(batch: pa.RecordBatch, schema: TabularSchema, path: str, first_lin
     missing = np.zeros(keys.shape, bool)
     names = []
     for t, name in enumerate(schema.categorical):
-        keys[:, t], missing[:, t], table_names = _categorical(batch.column(name), want_names)
+        keys[:, t], missing[:, t], table_names = _categorical(cols[name], want_names)
         names.append(table_names)
     return RawChunk(label=label[good].astype(np.float32), dense=dense[good], keys=keys[good],
                     missing=missing[good], bad_count=int(row_bad.sum()), bad=examples,
-                    names=tuple(names) if want_names else None)  # type: ignore[arg-type]
+                    names=tuple(names) if want_names else None,  # type: ignore[arg-type]
+                    order_key=None if order_key is None else order_key[good])
 
 
-def _explain(batch: pa.RecordBatch, bad: dict[str, np.ndarray], schema: TabularSchema,
+def _explain(cols: dict[str, pa.Array], bad: dict[str, np.ndarray], schema: TabularSchema,
              path: str, first_line: int, i: int) -> BadLine:
     name = next(c for c, b in bad.items() if b[i])
-    expected = "0 or 1" if name == schema.label else "a finite number or empty"
-    found = batch.column(name)[i].as_py()
+    if name == schema.label:
+        expected = schema.label_rule.describe()
+    elif name == schema.sort_by:
+        expected = "a number or an ISO-8601 time (sort_by)"
+    else:
+        expected = "a finite number or missing"
+    found = cols[name][i].as_py()
     return BadLine(path, first_line + i, name, expected, "<missing>" if found is None else str(found)[:40])
 
 
-# --------------------------------------------------------------------------- reading
+# ------------------------------------------------------------------ the file's shape
 
 
-def _check_columns(found: list[str], schema: TabularSchema, path: str) -> None:
-    for c in schema.columns:
-        if c not in found:
-            raise DataFormatError(f"schema column {c!r} is not in the file", path=path, field=c,
-                                  expected="a column of the file", found="columns: " + ", ".join(found))
-
-
-def _csv_header(path: Path, delimiter: str) -> list[str]:
-    """Column names from the first line (gzip sniffed like the data stream)."""
+def _open_bytes(path: Path) -> BinaryIO:
     with open(path, "rb") as raw:
         compressed = raw.read(2) == b"\x1f\x8b"
-    opener = gzip.open if compressed else open
-    with opener(path, "rb") as f:
-        first = f.readline().decode("utf-8-sig", "replace")
-    return next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
+    return gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[return-value]  # noqa: SIM115
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    return not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def _head_lines(path: Path, schema: TabularSchema) -> list[str]:
+    """The first few lines after ``skip_rows``, decoded leniently (for sniffing only)."""
+    with _open_bytes(path) as f:
+        text = io.TextIOWrapper(f, encoding=schema.encoding, errors="replace", newline="")
+        lines = []
+        for i, line in enumerate(text):
+            if i >= schema.skip_rows:
+                lines.append(line.rstrip("\r\n").lstrip("\ufeff"))
+            if len(lines) >= _SNIFF_LINES:
+                break
+    return lines
+
+
+def sniff_delimiter(lines: list[str]) -> str:
+    """The candidate (``, \\t ; |``) splitting the first lines into the same, largest
+    number of fields; quotes are respected. ``,`` when nothing splits."""
+    best, best_width = ",", 1
+    sample = [ln for ln in lines if ln.strip()][:_SNIFF_LINES]
+    for c in AUTO_CANDIDATES:
+        widths = {len(next(csv.reader([ln], delimiter=c), [])) for ln in sample}
+        if len(widths) == 1 and (w := widths.pop()) > best_width:
+            best, best_width = c, w
+    if best_width == 1 and sample:  # ragged everywhere: the most frequent candidate on line 1
+        counts = {c: sample[0].count(c) for c in AUTO_CANDIDATES}
+        top = max(counts, key=lambda c: counts[c])
+        best = top if counts[top] else ","
+    return best
+
+
+def _shown(d: str) -> str:
+    return _DELIM_NAMES.get(d, repr(d))
+
+
+def _one_column_hint(line: str, delimiter: str) -> str:
+    """When a line splits into one column: which other delimiter it contains."""
+    others = [c for c in (*AUTO_CANDIDATES, " ") if c != delimiter and c in line]
+    if not others:
+        return ""
+    return (f"; the line splits into one column with delimiter {_shown(delimiter)} but contains "
+            f"{_shown(others[0])}: set `delimiter: {_DELIM_NAMES.get(others[0], others[0])}` in the schema")
+
+
+def _layout(path: Path, schema: TabularSchema) -> tuple[str, list[str], int]:
+    """(delimiter, the file's column names, line number of the first data row)."""
+    head = _head_lines(path, schema)
+    delim = sniff_delimiter(head) if schema.delimiter == "auto" else schema.delimiter
+    if schema.file_columns is not None:
+        return delim, list(schema.file_columns), schema.skip_rows + 1
+    header = next(csv.reader([head[0]], delimiter=delim), []) if head else []
+    for c in schema.columns:
+        if c not in header:
+            hint = _one_column_hint(head[0], delim) if len(header) == 1 and head else ""
+            if not head:
+                hint = "; the file is empty (no header line)"
+            raise DataFormatError(f"schema column {c!r} is not in the file{hint}", path=str(path),
+                                  line=schema.skip_rows + 1, field=c, expected="a column of the header line",
+                                  found="columns: " + ", ".join(header))
+    return delim, header, schema.skip_rows + 2
+
+
+class _LineCounter(io.RawIOBase):
+    """Passes the stream to pyarrow, counting non-empty lines (to catch an unclosed quote)."""
+
+    def __init__(self, stream: SourceStream) -> None:
+        self._s = stream
+        self.lines = 0
+        self._last = b"\n"
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._s.read(n if n and n > 0 else 1 << 20)
+        if data:
+            joined = self._last + data
+            # Lines = newlines, minus empty ones (a newline right after another).
+            self.lines += joined.count(b"\n") - (self._last == b"\n") - joined.count(b"\n\n") \
+                - joined.count(b"\n\r\n") + (self._last == b"\n" and data[:1] == b"\n")
+            self._last = data[-1:]
+        elif self._last not in (b"\n", b""):
+            self.lines += 1  # a last line without its newline
+            self._last = b""
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _diagnose(path: Path, schema: TabularSchema, delim: str, width: int, first_line: int) -> DataFormatError | None:
+    """Error-path rescan: the first line that does not decode, has an unclosed quote, or is ragged."""
+    if not _ascii_compatible(schema.encoding):
+        return None
+    with _open_bytes(path) as f:
+        for no, raw in enumerate(f, start=1):
+            if no < first_line:
+                continue
+            body = raw.rstrip(b"\r\n")
+            try:
+                text = body.decode(schema.encoding)
+            except UnicodeDecodeError as e:
+                bad = body[max(e.start - 10, 0):e.end + 10]
+                return DataFormatError("line is not valid text in the schema's encoding", path=str(path), line=no,
+                                       field="encoding", expected=f"{schema.encoding} text (set `encoding:` in "
+                                       "the schema, e.g. latin-1 or cp1252)", found=repr(bad)[:60])
+            if not text.strip():
+                continue
+            try:
+                row = next(csv.reader([text], delimiter=delim, strict=True), [])
+            except csv.Error:
+                return DataFormatError("unclosed quote", path=str(path), line=no, field="line",
+                                       expected="quotes closed on the same line (quoted newlines are not "
+                                                "supported)", found=text[:40])
+            if len(row) != width:
+                hint = _one_column_hint(text, delim) if len(row) == 1 else ""
+                return DataFormatError("malformed line" + hint, path=str(path), line=no, field="line",
+                                       expected=f"{width} columns", found=f"{len(row)} columns")
+    return None
 
 
 class _RaggedRows:
@@ -251,17 +331,18 @@ class _RaggedRows:
 
     pyarrow parses ahead and does not know the rows' line numbers, so skipped
     ragged rows are counted and shown by their text; in error mode the line is
-    found afterwards by :func:`_find_ragged_line`.
+    found afterwards by :func:`_diagnose`.
     """
 
     def __init__(self, path: str, skip: bool) -> None:
         self.path, self.skip = path, skip
-        self.count, self.examples = 0, []  # type: ignore[var-annotated]
+        self.count, self.total, self.examples = 0, 0, []  # type: ignore[var-annotated]
 
     def __call__(self, row: Any) -> str:
         if not self.skip:
             return "error"
         self.count += 1
+        self.total += 1
         if len(self.examples) < _MAX_EXAMPLES:
             self.examples.append(BadLine(self.path, row.number, "line", f"{row.expected_columns} columns",
                                          f"{row.actual_columns} columns: {row.text[:40]}"))
@@ -277,49 +358,54 @@ class _RaggedRows:
         return merged
 
 
-def _find_ragged_line(path: Path, delimiter: str) -> tuple[int, int, int] | None:
-    """(line, expected, found columns) of the first ragged row: an error-path-only rescan."""
-    with open(path, "rb") as raw:
-        compressed = raw.read(2) == b"\x1f\x8b"
-    with (gzip.open if compressed else open)(path, "rt", newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        width = len(next(reader, []))
-        for row in reader:
-            if row and len(row) != width:
-                return reader.line_num, width, len(row)
-    return None
+def _empty_chunk(schema: TabularSchema) -> RawChunk:
+    t = len(schema.categorical)
+    return RawChunk(np.zeros(0, np.float32), np.zeros((0, len(schema.dense))), np.zeros((0, t), np.uint64),
+                    np.zeros((0, t), bool), order_key=np.zeros(0) if schema.sort_by else None)
+
+
+# --------------------------------------------------------------------------- reading
 
 
 def read_csv(stream: SourceStream, schema: TabularSchema, *, chunk_rows: int = 65536,
              on_bad_line: str = "error", want_names: bool = False) -> Iterator[RawChunk]:
-    """Stream a CSV file (plain or gzip) with a header row as :class:`RawChunk` s."""
+    """Stream a CSV file (plain or gzip; header or ``columns``) as :class:`RawChunk` s."""
     path = str(stream.path)
-    _check_columns(_csv_header(stream.path, schema.delimiter), schema, path)
-    strings = {c: pa.string() for c in schema.columns}
+    delim, names, first = _layout(stream.path, schema)
+    stream.delimiter = delim  # recorded in the manifest's sources
     ragged = _RaggedRows(path, on_bad_line == "skip")
+    counter = _LineCounter(stream)
+    rows = 0
     try:
         reader = pcsv.open_csv(
-            stream,
-            read_options=pcsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 64)),
-            parse_options=pcsv.ParseOptions(delimiter=schema.delimiter, invalid_row_handler=ragged),
+            counter,
+            read_options=pcsv.ReadOptions(block_size=max(1 << 20, chunk_rows * 64), skip_rows=schema.skip_rows,
+                                          column_names=list(schema.file_columns) if schema.file_columns else None,
+                                          encoding=schema.encoding),
+            parse_options=pcsv.ParseOptions(delimiter=delim, invalid_row_handler=ragged),
             # Everything as text: we validate numbers ourselves to name the bad row.
-            convert_options=pcsv.ConvertOptions(include_columns=list(schema.columns), column_types=strings,
-                                                strings_can_be_null=True))
-        line = 2  # after skipped ragged rows, later line numbers are low by their count
+            convert_options=pcsv.ConvertOptions(include_columns=list(schema.columns),
+                                                column_types={c: pa.string() for c in schema.columns},
+                                                null_values=list(schema.na_values), strings_can_be_null=True))
+        line = first  # after skipped ragged rows, later line numbers are low by their count
         for batch in reader:
             yield ragged.drain(_to_chunk(batch, schema, path, line, ragged.skip, want_names))
             line += batch.num_rows
-    except pa.ArrowInvalid as e:  # a ragged row (error mode) or broken quoting
-        found = _find_ragged_line(stream.path, schema.delimiter)
+            rows += batch.num_rows
+    except pa.ArrowInvalid as e:  # a ragged row (error mode), broken quoting or bad text
+        found = _diagnose(stream.path, schema, delim, len(names), first)
         if found is None:
             raise DataFormatError("unparseable CSV", path=path, expected="a well-formed CSV file",
                                   found=str(e)[:200]) from e
-        raise DataFormatError("malformed line", path=path, line=found[0], field="line",
-                              expected=f"{found[1]} columns", found=f"{found[2]} columns") from e
+        raise found from e
+    expected = counter.lines - (first - 1)
+    if rows + ragged.total != expected and _ascii_compatible(schema.encoding):
+        # Fewer rows than lines: a quote swallowed line ends. Name the line it opened on.
+        found = _diagnose(stream.path, schema, delim, len(names), first)
+        if found is not None:
+            raise found
     if ragged.count:
-        yield ragged.drain(RawChunk(np.zeros(0, np.float32), np.zeros((0, len(schema.dense))),
-                                    np.zeros((0, len(schema.categorical)), np.uint64),
-                                    np.zeros((0, len(schema.categorical)), bool)))
+        yield ragged.drain(_empty_chunk(schema))
 
 
 def read_parquet(path: str | os.PathLike[str], schema: TabularSchema, *, chunk_rows: int = 65536,
@@ -328,10 +414,18 @@ def read_parquet(path: str | os.PathLike[str], schema: TabularSchema, *, chunk_r
     p = str(path)
     try:
         pf = pq.ParquetFile(p)
+    except PermissionError as e:
+        from hotpipe.errors import ResourceError
+
+        raise ResourceError(f"{p}: permission denied (cannot read the input file)") from e
     except (pa.ArrowInvalid, OSError) as e:
         raise DataFormatError("not a readable Parquet file", path=p, expected="a Parquet file",
                               found=str(e)[:200]) from e
-    _check_columns(pf.schema_arrow.names, schema, p)
+    found = pf.schema_arrow.names
+    for c in schema.columns:
+        if c not in found:
+            raise DataFormatError(f"schema column {c!r} is not in the file", path=p, field=c,
+                                  expected="a column of the file", found="columns: " + ", ".join(found))
     line = 1
     for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(schema.columns)):
         yield _to_chunk(batch, schema, p, line, on_bad_line == "skip", want_names)
