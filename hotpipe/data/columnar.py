@@ -280,6 +280,7 @@ class ColumnarWriter:
         self._lo: np.ndarray | None = None
         self._hi: np.ndarray | None = None
         self._done = False
+        self.manifest: dict[str, Any] = {}  # as written, after finish()
 
     def __enter__(self) -> ColumnarWriter:
         try:
@@ -369,6 +370,7 @@ class ColumnarWriter:
         val_fp = val.get("fingerprint") if isinstance(val, dict) else None
         manifest["fingerprint"] = integrity.fingerprint(
             self.rows, self.num_dense, tables_json, {**files, **({"val": {"sha256": val_fp}} if val_fp else {})})
+        self.manifest = manifest
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         integrity.fsync_tree(self.tmp)
         atomic.publish(self.tmp, self.out)

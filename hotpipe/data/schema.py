@@ -1,6 +1,6 @@
 """The schema of a CSV/Parquet click log: which columns are what, and how to read them.
 
-Every key, with an example (``examples/*.yaml`` has complete files)::
+Every key, with an example (``schema_doc.py`` holds the same for ``--help``) (``examples/*.yaml`` has complete files)::
 
     label: clicked                  # the label column, values 0/1 (also 0.0/1.0, true/false)
     # ... or a rule that derives the label (exactly one of positive/threshold/map):
