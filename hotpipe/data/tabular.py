@@ -253,12 +253,13 @@ def _layout(path: Path, schema: TabularSchema) -> tuple[str, list[str], int]:
     delim = sniff_delimiter(head) if schema.delimiter == "auto" else schema.delimiter
     if schema.file_columns is not None:
         return delim, list(schema.file_columns), schema.skip_rows + 1
-    header = next(csv.reader([head[0]], delimiter=delim), []) if head else []
+    if not head:
+        raise DataFormatError("input file has no data rows", path=str(path), expected="a header line and samples",
+                              found="an empty file" if schema.skip_rows == 0 else f"<= {schema.skip_rows} lines")
+    header = next(csv.reader([head[0]], delimiter=delim), [])
     for c in schema.columns:
         if c not in header:
-            hint = _one_column_hint(head[0], delim) if len(header) == 1 and head else ""
-            if not head:
-                hint = "; the file is empty (no header line)"
+            hint = _one_column_hint(head[0], delim) if len(header) == 1 else ""
             raise DataFormatError(f"schema column {c!r} is not in the file{hint}", path=str(path),
                                   line=schema.skip_rows + 1, field=c, expected="a column of the header line",
                                   found="columns: " + ", ".join(header))
