@@ -178,7 +178,7 @@ class LSTMSpec:
     def macs(self, widths: Widths | None = None) -> int:
         hs = _widths(self.names(), self.hidden, widths)
         dims = [self.embed, *hs]
-        per_step = sum(4 * h * (a + h) for a, h in zip(dims, hs, strict=True))
+        per_step = sum(4 * h * (a + h) for a, h in zip(dims[:-1], hs, strict=True))
         return self.seq_len * per_step + hs[-1] * self.classes
 
 
