@@ -19,12 +19,14 @@ exactly the budget (the prompt is attended in full before the first eviction).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from hotpipe.errors import ConfigError
 from hotpipe.kv import scoring
 from hotpipe.kv.attention import hand_over
 from hotpipe.kv.config import SCORED_POLICIES, KVAttentionError, KVConfig
@@ -195,23 +197,36 @@ class KVCache(Cache):
         """Physical tokens held by each layer."""
         return [0 if layer.keys is None else layer.keys.shape[-2] for layer in self.kv_layers]
 
-    def fork(self, kv: float) -> KVCache:
+    def fork(self, kv: float, *, policy: str | None = None, tau_steps: int | None = None) -> KVCache:
         """A copy of this prefilled cache that keeps ``kv`` of the prompt instead.
 
         The scores gathered over the prompt do not depend on the budget, so one
         prefill at ``kv=1`` can serve every budget; the copy equals a cache
         prefilled at ``kv`` directly (``tests/test_kv_cache.py`` checks it).
+
+        Args:
+            kv: the copy's budget fraction.
+            policy: switch policy; allowed to one that needs no scores, or to the
+                same scored policy (another one's prompt scores would be wrong).
+            tau_steps: the copy's temperature schedule length.
         """
         layers = self.kv_layers
         if not layers or any(layer.budget is None or layer.decode_steps for layer in layers):
             raise KVAttentionError("fork() needs a cache that has seen the prompt and no decode step")
+        target = policy or self.config.policy
+        if target in SCORED_POLICIES and target != self.config.policy:
+            raise ConfigError("kv.policy", f"cannot fork a {self.config.policy!r} prefill into {target!r}: "
+                                           "its prompt scores were not gathered")
+        cfg = dataclasses.replace(self.config, kv=kv, policy=target,
+                                  tau_steps=tau_steps or self.config.tau_steps)
         twin = copy.deepcopy(self)
-        cfg = KVConfig(**{**self.config.__dict__, "kv": kv})
         twin.config = cfg
         twin.layer_class_to_replicate = functools.partial(KVLayer, cfg)  # type: ignore[assignment]
         for layer in twin.kv_layers:
             layer.config = cfg
             layer.budget = cfg.budget(layer.seen)
+            if cfg.policy not in SCORED_POLICIES:
+                layer.scores = None  # kept in step with the tokens only while scored
             if cfg.evicts and layer.keys is not None and layer.keys.shape[-2] > layer.budget:
                 layer._evict(layer.budget)
         return twin
