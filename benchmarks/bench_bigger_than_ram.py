@@ -53,15 +53,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from hotpipe.capacity import Capacity
 from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
+from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader
 from hotpipe.data.synth import FeistelPermutation, ZipfSampler
 from hotpipe.model.dlrm import DLRM
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import RowOptimizer, make_row_optimizer
+from hotpipe.plan.planner import Planner
 from hotpipe.storage.backing import FileBacking
 from hotpipe.storage.init import init_rows
-from hotpipe.storage.slots import SlotStore
+from hotpipe.storage.slots import FLOAT_BYTES, SlotStore
 from hotpipe.storage.tiered import TieredStore
 from hotpipe.train.loop import LoopState, StepLog, train_steps
 from hotpipe.train.mapped_feed import MappedFeed
@@ -173,12 +176,12 @@ def make_feed(arm: str, a: argparse.Namespace, table_dir: Path, card: int,
         "tiered-rand": lambda: FileBacking(**kw, io_threads=1),
         "tiered": lambda: FileBacking(**kw, io_threads=a.fetch_threads),
     }[arm]()
-    capacity = (int(round(float(a.capacity) * card)) if float(a.capacity) <= 1
-                else int(float(a.capacity)))
+    capacity = Capacity.parse(a.capacity, "--capacity").rows(card, backing.width * FLOAT_BYTES)
+    layout = TableLayout([card])
     cache = SlotStore.allocate(capacity, a.dim, optimizer)
-    tiers = TieredStore(cache=cache, backing=backing, table_bounds=np.array([0, card]))
-    return TieredFeed(tiers=tiers, cardinalities=[card], capacity=capacity, policy="lookahead",
-                      window=a.window, depth=a.depth)
+    tiers = TieredStore(cache=cache, backing=backing, layout=layout)
+    planner = Planner(num_rows=card, capacity=capacity, window=a.window, depth=a.depth)
+    return TieredFeed(tiers=tiers, planner=planner, layout=layout)
 
 
 def run_arm(arm: str, a: argparse.Namespace, ds: ColumnarDataset, table_dir: Path,

@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
+from hotpipe.capacity import Capacity
 from hotpipe.plan import min_capacity
-from hotpipe.plan.simulate import SimResult, format_table, parse_capacity, replay
+from hotpipe.plan.simulate import SimResult, format_table, replay
 
 CRITEO_KAGGLE_CARDINALITIES = [
     1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
@@ -65,7 +66,7 @@ def main() -> None:
           f"{need:,} rows at depth {args.depth}")
     results: list[SimResult] = []
     for cap in args.capacity.split(","):
-        rows = parse_capacity(cap, num_rows)
+        rows = Capacity.parse(cap, "--capacities").rows(num_rows, bytes_per_row=1)
         for policy in args.policies.split(","):
             results.append(replay(trace, num_rows=num_rows, capacity_rows=rows, policy=policy,
                                   window=args.window, depth=args.depth))

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from hotpipe import DLRM, SlotStore, SparseEmbedding, make_row_optimizer
-from hotpipe.model.embedding import table_offsets
+from hotpipe.data.layout import TableLayout
 
 try:
     import fbgemm_gpu
@@ -239,7 +239,7 @@ class HotpipePeer(Peer):
         store = SlotStore.allocate(cfg.tables * cfg.rows_per_table, cfg.dim, opt)
         fill(list(store.weights.view(cfg.tables, cfg.rows_per_table, cfg.dim).unbind(0)))
         self.embedding = SparseEmbedding(store=store, optimizer=opt)
-        self.offsets = table_offsets([cfg.rows_per_table] * cfg.tables)  # (T,)
+        self.offsets = torch.from_numpy(TableLayout([cfg.rows_per_table] * cfg.tables).offsets.copy())  # (T,)
 
     def prepare(self, ids: torch.Tensor) -> torch.Tensor:
         return ids + self.offsets  # (B, T) slots: untiered, slot == global row
@@ -330,7 +330,7 @@ class TorchFusedPeer(_TorchBagsBase):
             torch.empty(cfg.tables * cfg.rows_per_table, cfg.dim), freeze=False, mode="sum",
             sparse=True)
         fill(list(self.bag.weight.detach().view(cfg.tables, cfg.rows_per_table, -1).unbind(0)))
-        self.offsets = table_offsets([cfg.rows_per_table] * cfg.tables)
+        self.offsets = torch.from_numpy(TableLayout([cfg.rows_per_table] * cfg.tables).offsets.copy())
         self.bag_offsets = torch.arange(cfg.batch_size * cfg.tables)
         self._init_optimizer(cfg, optimizer, [self.bag.weight])
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError
 from hotpipe.plan.lookahead import LookaheadPolicy
 from hotpipe.plan.planner import Planner
-from hotpipe.plan.simulate import DatasetTrace
 
 
 def fetched(steps: list, num_rows: int, capacity: int, policy: object, window: int) -> int:
@@ -34,7 +34,7 @@ def main() -> None:
           "| lookahead, aged every window |")
     print("|---|---|---|---|---|---|---|")
     for path in a.datasets:
-        tr = DatasetTrace(ColumnarDataset.open(path), a.batch_size)
+        tr = TrainTrace(ColumnarDataset.open(path), batch_size=a.batch_size, val_fraction=0.0)
         steps = list(tr)
         for frac in (0.01, 0.05, 0.1, 0.25):
             cap = round(frac * tr.num_rows)

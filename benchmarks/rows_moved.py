@@ -42,9 +42,10 @@ from typing import Any
 import numpy as np
 
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.loader import TrainTrace
 from hotpipe.plan import min_capacity
 from hotpipe.plan.reference import belady_fetches
-from hotpipe.plan.simulate import DatasetTrace, replay
+from hotpipe.plan.simulate import replay
 
 REPO = Path(__file__).resolve().parents[1]
 CAPACITIES = ("0.01", "0.05", "0.1", "0.25")
@@ -102,7 +103,7 @@ def small_batch_for_1pct(data: Path, depth: int, start: int) -> int:
     ds = ColumnarDataset.open(data)
     b = start
     while b > 1:
-        tr = DatasetTrace(ds, b)
+        tr = TrainTrace(ds, batch_size=b, val_fraction=0.0)
         if min_capacity(tr, depth) <= round(0.01 * tr.num_rows):
             return b
         b //= 2
@@ -188,7 +189,7 @@ def summarize(cfgs: list[dict[str, Any]], wide: int) -> tuple[str, list[str]]:
 def check_min_is_belady(data: Path, batch: int, caps: tuple[float, ...]) -> list[str]:
     """Lookahead with the whole trace in view fetches what the slow reference MIN fetches."""
     ds = ColumnarDataset.open(data)
-    tr = DatasetTrace(ds, batch)
+    tr = TrainTrace(ds, batch_size=batch, val_fraction=0.0)
     steps = list(tr)
     out = []
     for c in caps:
@@ -204,7 +205,7 @@ def check_min_is_belady(data: Path, batch: int, caps: tuple[float, ...]) -> list
 def check_window_independent(data: Path, batch: int, wide: int) -> list[str]:
     """LRU, LFU and static must not depend on the window (they do not look ahead)."""
     ds = ColumnarDataset.open(data)
-    tr = DatasetTrace(ds, batch)
+    tr = TrainTrace(ds, batch_size=batch, val_fraction=0.0)
     steps = list(tr)
     cap = round(0.05 * tr.num_rows)
     out = []

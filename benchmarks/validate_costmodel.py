@@ -4,7 +4,7 @@ One invocation:
 
 1. synthesizes a seeded Criteo-shaped dataset (``hotpipe.data.synth``) unless
    ``--data`` is given;
-2. calibrates this machine (``hotpipe.profile.calibrate``) unless ``--hw``;
+2. calibrates this machine (``hotpipe.placement.calibrate``) unless ``--hw``;
 3. asks the search (``hotpipe plan``'s) for its best configuration within the
    largest capacity's memory and adds it to the configurations below;
 4. trains every configuration with ``hotpipe.train.run.train`` (cache.* set),
@@ -35,13 +35,14 @@ import numpy as np
 
 from hotpipe.config import RunConfig, validate
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.loader import TrainTrace
 from hotpipe.data.synth import synthesize
 from hotpipe.errors import CapacityError
-from hotpipe.profile.calibrate import CalibrationSpec, calibrate
-from hotpipe.profile.costmodel import Candidate, predict, workload_from_config
-from hotpipe.profile.hardware import Hardware
-from hotpipe.profile.movement import StepTrace, TrainTrace, trace_movement
-from hotpipe.profile.search import SearchSpace, search
+from hotpipe.placement.calibrate import CalibrationSpec, calibrate
+from hotpipe.placement.costmodel import Candidate, predict, workload_from_config
+from hotpipe.placement.hardware import Hardware
+from hotpipe.placement.movement import StepTrace, trace_movement
+from hotpipe.placement.search import SearchSpace, search
 from hotpipe.train.run import train
 
 

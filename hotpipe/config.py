@@ -8,13 +8,20 @@ found. Validation is pydantic's (a well-kept library for exactly this).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from hotpipe.capacity import Capacity
 from hotpipe.errors import ConfigError
 
 
@@ -23,8 +30,24 @@ class _Section(BaseModel):
     # strict ints/floats would reject `lr=1` for a float; allow int->float only.
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        # pydantic's lax mode reads `true` as 1 for an int field: `cache.window=true`
+        # would silently mean a window of one step.
+        if isinstance(data, dict):
+            for k, v in data.items():
+                f = cls.model_fields.get(k)
+                if isinstance(v, bool) and f is not None and f.annotation is not bool:
+                    raise ConfigError(f"{cls._section}.{k}" if cls._section else k,
+                                      f"expected a number, found {v!r}")
+        return data
+
+    _section: ClassVar[str] = ""
+
 
 class DataConfig(_Section):
+    _section: ClassVar[str] = "data"
     path: str | None = None
     batch_size: int = Field(2048, gt=0)
     # Hold out the *last* rows (the latest in time for Criteo) for validation,
@@ -35,12 +58,31 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
+    _section: ClassVar[str] = "model"
     embedding_dim: int = Field(16, gt=0)
+    # Bottom MLP widths; the last is the embedding dim (dense features join the
+    # interaction as one more D-vector).
     bottom: list[int] = [64, 16]
+    # Top MLP widths; the last is 1 (one logit per sample).
     top: list[int] = [64, 1]
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelConfig:
+        for key, widths in (("bottom", self.bottom), ("top", self.top)):
+            if not widths:
+                raise ConfigError(f"model.{key}", "expected a non-empty list of layer widths, found []")
+            if min(widths) < 1:
+                raise ConfigError(f"model.{key}", f"expected positive widths, found {widths}")
+        if self.bottom[-1] != self.embedding_dim:
+            raise ConfigError("model.bottom", f"the last width must equal model.embedding_dim "
+                                              f"({self.embedding_dim}); found {self.bottom}")
+        if self.top[-1] != 1:
+            raise ConfigError("model.top", f"the last width must be 1 (one logit); found {self.top}")
+        return self
 
 
 class OptimConfig(_Section):
+    _section: ClassVar[str] = "optim"
     embedding: Literal["sgd", "rowwise_adagrad", "adagrad"] = "rowwise_adagrad"
     embedding_lr: float = Field(0.05, gt=0)
     dense: Literal["sgd", "adagrad", "adam"] = "adagrad"
@@ -48,6 +90,7 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
+    _section: ClassVar[str] = "train"
     epochs: int = Field(1, gt=0)
     max_steps: int = Field(0, ge=0)  # 0 = no limit
     seed: int = 0
@@ -58,12 +101,8 @@ class TrainConfig(_Section):
     progress: bool = True
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)\s*$")
-_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
-          "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-
-
 class CacheConfig(_Section):
+    _section: ClassVar[str] = "cache"
     # none = every row in the fast tier (the untiered reference run).
     policy: Literal["none", "lookahead", "lru", "lfu", "static"] = "none"
     # A fraction of all rows (0 < f <= 1), an absolute row count (int > 1),
@@ -74,28 +113,15 @@ class CacheConfig(_Section):
     backing: Literal["host", "file"] = "host"
     backing_dir: str | None = None  # where `file` backing puts its table files
 
-    @field_validator("capacity")
+    @field_validator("capacity", mode="before")
     @classmethod
-    def _capacity(cls, v: float | int | str) -> float | int | str:
-        if isinstance(v, str):
-            if not _SIZE.match(v):
-                raise ValueError(f"expected a fraction, a row count or a size like '2GiB'; found {v!r}")
-        elif isinstance(v, float) and not 0.0 < v <= 1.0:
-            raise ValueError(f"a fractional capacity must be in (0, 1]; found {v}")
-        elif isinstance(v, int) and v < 1:
-            raise ValueError(f"a row capacity must be >= 1; found {v}")
-        return v
+    def _capacity(cls, v: Any) -> float | int | str:
+        Capacity.parse(v)  # the one parser (hotpipe/capacity.py); raises naming the key
+        return v  # type: ignore[no-any-return]
 
-    def capacity_rows(self, total_rows: int, bytes_per_row: int) -> int:
-        """Resolve the capacity to a number of rows."""
-        v = self.capacity
-        if isinstance(v, str):
-            m = _SIZE.match(v)
-            assert m is not None  # validated above
-            return max(1, int(float(m.group(1)) * _UNITS[m.group(2)]) // bytes_per_row)
-        if isinstance(v, float):
-            return max(1, int(round(v * total_rows)))
-        return int(v)
+    @property
+    def capacity_spec(self) -> Capacity:
+        return Capacity.parse(self.capacity)
 
 
 class RunConfig(_Section):
@@ -139,8 +165,14 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read an optional YAML file, apply overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> RunConfig:
+    """Read an optional YAML file, apply ``key=value`` overrides, then ``values``, validate.
+
+    ``values`` are dotted keys with values taken as they are (not parsed as
+    YAML): CLI flags such as ``--data`` go there, so a path like ``2024`` or
+    ``runs/d #1`` stays the string it is.
+    """
     tree: dict[str, Any] = {}
     if path is not None:
         try:
@@ -151,12 +183,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(str(path), f"expected a mapping at top level, found {type(loaded).__name__}")
         tree = loaded
     tree = _merge(tree, parse_overrides(overrides or []))
+    for key, value in (values or {}).items():
+        _set_dotted(tree, key, value)
     return validate(tree)
 
 
 def validate(tree: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(tree)
+    except ConfigError:
+        raise
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])

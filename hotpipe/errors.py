@@ -72,3 +72,34 @@ class CapacityError(HotpipeError):
 
 class CheckpointError(HotpipeError):
     """A checkpoint is missing, incomplete or does not match the run."""
+
+
+class LockError(HotpipeError):
+    """Another live process holds a run directory or a backing file.
+
+    Attributes:
+        path: the locked path.
+        holder: what the holder wrote into the lock (pid, host, command), if readable.
+    """
+
+    def __init__(self, path: str, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"{path} is in use by another hotpipe process ({holder}); "
+                         "wait for it to finish or use another directory")
+
+
+class ResourceError(HotpipeError):
+    """The machine lacks a resource the job needs: disk space, memory, a readable path."""
+
+
+class DivergedError(HotpipeError):
+    """Training produced a non-finite loss; the step is named and nothing after it is kept.
+
+    Attributes:
+        step: the 0-based step whose loss was not finite.
+    """
+
+    def __init__(self, step: int, loss: float, hint: str = "") -> None:
+        self.step = step
+        super().__init__(f"the loss of step {step} is {loss} (not finite): training stopped before "
+                         f"applying that step; the last good checkpoint is kept{hint}")

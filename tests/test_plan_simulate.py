@@ -10,8 +10,8 @@ import pytest
 
 from hotpipe.cli import main
 from hotpipe.data.columnar import ColumnarDataset
-from hotpipe.errors import ConfigError
-from hotpipe.plan.simulate import DatasetTrace, parse_capacity, replay
+from hotpipe.data.loader import TrainTrace
+from hotpipe.plan.simulate import replay
 
 
 def test_simulate_cli_writes_records_and_plot(tiny_data: Path, tmp_path: Path,
@@ -32,12 +32,13 @@ def test_simulate_cli_writes_records_and_plot(tiny_data: Path, tmp_path: Path,
     assert "error" in capsys.readouterr().out
     for rows in (round(0.5 * num_rows), 100):
         lru, best = by[(rows, "lru")], by[(rows, "lookahead")]
-        assert lru["error"] is None and lru["steps"] == 16 and lru["lookups"] == 512 * 4
-        # The window covers all 16 steps, so lookahead is Belady's MIN.
+        # The training steps only: 461 of 512 rows train (val_fraction 0.1), 14 full batches.
+        assert lru["error"] is None and lru["steps"] == 14 and lru["lookups"] == 14 * 32 * 4
+        # The window covers all 14 steps, so lookahead is Belady's MIN.
         others = [by[(rows, p)]["rows_fetched"] for p in ("lru", "lfu", "static")]
         assert best["rows_fetched"] <= min(others)
         for r in (lru, best):
-            assert r["rows_fetched_per_1k_samples"] == pytest.approx(1000 * r["rows_fetched"] / 512)
+            assert r["rows_fetched_per_1k_samples"] == pytest.approx(1000 * r["rows_fetched"] / 448)
             assert 0 <= r["hit_rate"] <= 1 and r["capacity"] == pytest.approx(rows / num_rows)
             assert set(r) >= {"window", "depth", "rows_evicted", "seconds", "lookups_per_s"}
 
@@ -50,24 +51,30 @@ def test_simulate_cli_rejects_an_unknown_policy(tiny_data: Path, tmp_path: Path,
     assert not (tmp_path / "x").exists()
 
 
-def test_dataset_trace_offsets_ids_by_table(tiny_data: Path) -> None:
+def test_train_trace_is_the_training_steps(tiny_data: Path) -> None:
     ds = ColumnarDataset.open(tiny_data)
-    trace = DatasetTrace(ds, batch_size=100, max_steps=None)
+    trace = TrainTrace(ds, batch_size=100, val_fraction=0.1)
     steps = list(trace)
-    assert len(trace) == len(steps) == 6 and steps[-1].shape == (12, 4)
+    # 461 training rows: 4 full batches; the validation rows and the short batch are not trained.
+    assert len(trace) == len(steps) == 4 and all(s.shape == (100, 4) for s in steps)
     np.testing.assert_array_equal(steps[1][:, 2], ds.sparse[100:200, 2] + 50 + 7)
-    assert trace.num_rows == 377 and len(DatasetTrace(ds, 100, max_steps=2)) == 2
+    assert trace.num_rows == 377
+    assert len(TrainTrace(ds, batch_size=100, val_fraction=0.1, max_steps=2)) == 2
+    assert len(TrainTrace(ds, batch_size=100, val_fraction=0.1, epochs=3)) == 12
 
 
-def test_parse_capacity() -> None:
-    assert parse_capacity("0.1", 1000) == 100
-    assert parse_capacity("1", 1000) == 1000
-    assert parse_capacity("250", 1000) == 250
-    assert parse_capacity("5000", 1000) == 1000
-    assert parse_capacity("0.0001", 1000) == 1
-    for bad in ("0", "-3", "2.5", "lots"):
-        with pytest.raises(ConfigError, match="capacity"):
-            parse_capacity(bad, 1000)
+def test_simulate_counts_what_training_moves(tiny_data: Path, tmp_path: Path) -> None:
+    """`hotpipe simulate` and `hotpipe train` plan the same steps: same rows fetched."""
+    from hotpipe.config import load_config
+    from hotpipe.plan.simulate import simulate
+    from hotpipe.train.run import train
+
+    over = ["data.batch_size=32", "cache.policy=lru", "cache.capacity=120", "cache.window=8",
+            "train.progress=false", "model.embedding_dim=4", "model.bottom=[4]"]
+    cfg = load_config(None, over, values={"data.path": str(tiny_data)})
+    m = train(cfg, tmp_path / "run")
+    [sim] = simulate(tiny_data, policies=["lru"], capacities=[120], window=8, depth=1, batch_size=32)
+    assert sim.rows_fetched == m["cache"]["rows_fetched"] > 0 and sim.steps == m["steps"]
 
 
 def test_replay_measures_a_generator_too() -> None:

@@ -64,7 +64,7 @@ def test_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 
 
 def test_calibrate_writes_a_usable_hardware_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    from hotpipe.profile.hardware import Hardware
+    from hotpipe.placement.hardware import Hardware
 
     rc = main(["calibrate", "--out", str(tmp_path / "hw.json"), "--steps", "3", "--repeats", "1",
                "--tables", "3", "--rows-per-table", "2048", "data.batch_size=64", "train.threads=1"])

@@ -12,14 +12,15 @@ from hypothesis import strategies as st
 
 from hotpipe.config import validate
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError, ConfigError, DataFormatError
+from hotpipe.placement.costmodel import Candidate, Workload, predict
+from hotpipe.placement.hardware import ComputeFit, Hardware, Overlap, PlannerFit, TierRates
+from hotpipe.placement.movement import StepTrace, trace_movement
+from hotpipe.placement.pipeline import replay_pipeline
+from hotpipe.placement.ranks import hottest_rows, predict_ranks
+from hotpipe.placement.search import SearchSpace, enumerate_candidates, search
 from hotpipe.plan.simulate import replay
-from hotpipe.profile.costmodel import Candidate, Workload, predict
-from hotpipe.profile.hardware import ComputeFit, Hardware, Overlap, PlannerFit, TierRates
-from hotpipe.profile.movement import StepTrace, TrainTrace, trace_movement
-from hotpipe.profile.pipeline import replay_pipeline
-from hotpipe.profile.ranks import hottest_rows, predict_ranks
-from hotpipe.profile.search import SearchSpace, enumerate_candidates, search
 from tests.conftest import make_dataset
 
 WORK = Workload(batch_size=32, num_rows=600, state_width=1,

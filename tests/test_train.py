@@ -100,9 +100,9 @@ def test_config_file_and_overrides(tmp_path):
 
 def test_capacity_units():
     cfg = load_config(overrides=["cache.capacity=1MiB"])
-    assert cfg.cache.capacity_rows(10**9, bytes_per_row=256) == 4096
-    assert load_config(overrides=["cache.capacity=0.25"]).cache.capacity_rows(1000, 256) == 250
-    assert load_config(overrides=["cache.capacity=300"]).cache.capacity_rows(1000, 256) == 300
+    assert cfg.cache.capacity_spec.rows(10**9, bytes_per_row=256) == 4096
+    assert load_config(overrides=["cache.capacity=0.25"]).cache.capacity_spec.rows(1000, 256) == 250
+    assert load_config(overrides=["cache.capacity=300"]).cache.capacity_spec.rows(1000, 256) == 300
 
 
 def test_cli_train_end_to_end(tmp_path, capsys):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from hotpipe.config import load_config
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -17,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="run directory (metrics, history, checkpoints)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (without it, an existing run is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="skip report.md and plots")
     p.add_argument("--tensorboard", action="store_true",
@@ -26,15 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _train(args: argparse.Namespace) -> int:
+    from hotpipe.config import load_config
     from hotpipe.train.run import train  # keep `hotpipe --help` fast
 
-    overrides = [*args.overrides, f"data.path={args.data}"]
+    values: dict[str, object] = {"data.path": args.data}  # a path, never parsed as YAML
     if args.no_progress:
-        overrides.append("train.progress=false")
-    cfg = load_config(args.config, overrides)
-    m = train(cfg, args.out, resume=args.resume, report=not args.no_report,
-              tensorboard=args.tensorboard)
-    summary = {k: m[k] for k in ("steps", "final_loss", "val_auc", "val_logloss", "samples_per_s")}
+        values["train.progress"] = False
+    cfg = load_config(args.config, args.overrides, values=values)
+    m = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+              report=not args.no_report, tensorboard=args.tensorboard)
+    summary = {k: m.get(k) for k in ("steps", "final_loss", "val_auc", "val_logloss", "samples_per_s")}
     if "teacher_auc" in m:
         summary["teacher_auc"] = m["teacher_auc"]
     c = m["cache"]

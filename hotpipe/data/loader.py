@@ -15,6 +15,7 @@ import torch
 
 from hotpipe.data.batch import Batch
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.layout import TableLayout
 
 
 class BatchLoader:
@@ -88,7 +89,7 @@ class IdStream:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for k in range(self.start, self.stop):
-            yield self.loader.sparse_ids(k) + self.offsets
+            yield self.loader.sparse_ids(k) + self.offsets  # (B, T) global ids
 
 
 def split_loaders(dataset: ColumnarDataset, *, batch_size: int, val_fraction: float,
@@ -101,3 +102,42 @@ def split_loaders(dataset: ColumnarDataset, *, batch_size: int, val_fraction: fl
                         epochs=epochs)
     val = BatchLoader(dataset, batch_size=batch_size, start=split, stop=val_stop)
     return train, val
+
+
+class TrainTrace:
+    """The one trace of a run's training steps: what ``simulate``, ``profile``'s
+    movement counts, the cost model and the tiered feed all plan.
+
+    It is built from the same :func:`split_loaders` call as training (same
+    batch size, validation split, epochs, ``drop_last``), so a plan of this
+    trace is the plan the tiered feed makes. Sized like the feed's
+    :class:`IdStream`: a policy that looks at the trace's length (``static``
+    sizes its profile by it) sees the same thing everywhere.
+
+    Args:
+        ds: the dataset.
+        batch_size, val_fraction, epochs: as in the run's config.
+        max_steps: stop after this many steps (0: all training steps).
+
+    Yields:
+        (B, T) int64 global ids per step.
+    """
+
+    def __init__(self, ds: ColumnarDataset, *, batch_size: int, val_fraction: float,
+                 epochs: int = 1, max_steps: int = 0) -> None:
+        self.loader: BatchLoader = split_loaders(ds, batch_size=batch_size, val_fraction=val_fraction,
+                                                 epochs=epochs)[0]
+        self.layout = TableLayout.of(ds)
+        self.num_rows = self.layout.num_rows
+        n = len(self.loader)
+        self.steps = n if not max_steps else min(max_steps, n)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.loader.id_stream(self.layout.offsets, 0, self.steps))
+
+    def batch_sizes(self) -> np.ndarray:
+        """(S,) samples per step (training drops a short last batch, so all are B)."""
+        return np.full(self.steps, self.loader.batch_size, dtype=np.int64)

@@ -1,7 +1,7 @@
 """Embedding lookup over a slot store, with a row-wise sparse update.
 
 All tables of a model are fused into one row space: table ``t``'s row ``i``
-is global row ``offsets[t] + i``. Where a row physically lives is a *slot*
+is global row ``offsets[t] + i`` (``data/layout.py`` owns the offsets). Where a row physically lives is a *slot*
 of a :class:`SlotStore` (weights and optimizer state side by side). Without
 tiering, slot == global row; with tiering, the planner maps rows to slots of
 a smaller fast cache. The model code is the same in both cases: it only ever
@@ -21,13 +21,7 @@ import torch
 from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.storage.slots import SlotStore
 
-__all__ = ["SparseEmbedding", "table_offsets"]
-
-
-def table_offsets(cardinalities: list[int]) -> torch.Tensor:
-    """Exclusive cumsum: (T,) int64 first global row of each table."""
-    c = torch.tensor([0, *cardinalities], dtype=torch.int64)
-    return torch.cumsum(c, 0)[:-1]
+__all__ = ["SparseEmbedding"]
 
 
 class SparseEmbedding:

@@ -60,8 +60,9 @@ class Planner:
                                 ("window", window, 1), ("depth", depth, 0)):
             if not isinstance(value, int | np.integer) or value < low:
                 raise ConfigError(key, f"expected an integer >= {low}, found {value!r}")
-        if num_rows >= 1 << 31 or capacity >= 1 << 31:
-            raise ConfigError("num_rows", f"at most 2**31 - 1 rows and slots, found {num_rows}")
+        for key, value in (("num_rows", num_rows), ("capacity", capacity)):
+            if value >= 1 << 31:
+                raise ConfigError(key, f"at most 2**31 - 1 (int32 slots), found {value}")
         make_policy(policy)  # reject an unknown name now, not at the first step
         self.num_rows, self.capacity = int(num_rows), int(capacity)
         self.window, self.depth = int(window), int(depth)

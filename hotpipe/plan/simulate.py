@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from hotpipe.capacity import Capacity
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError, ConfigError
 from hotpipe.plan.planner import Planner
 from hotpipe.plan.policies import make_policy
@@ -136,73 +138,25 @@ def replay(steps: Iterable[np.ndarray], *, num_rows: int, capacity_rows: int, po
     return res
 
 
-class DatasetTrace:
-    """The access trace of a columnar dataset: batches of consecutive rows.
-
-    Yields (B, T) int64 global ids (local id + table offset); the last batch
-    may be short.
-
-    Args:
-        ds: the dataset.
-        batch_size: samples per step.
-        max_steps: stop after this many steps (``None``: the whole dataset).
-    """
-
-    def __init__(self, ds: ColumnarDataset, batch_size: int, max_steps: int | None = None) -> None:
-        self.ds, self.batch_size = ds, batch_size
-        cards = np.asarray(ds.cardinalities, dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(cards)[:-1]]).astype(np.int64)  # (T,)
-        self.num_rows = int(cards.sum())
-        steps = -(-ds.rows // batch_size)
-        self.steps = steps if max_steps is None else min(steps, max_steps)
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for s in range(self.steps):
-            local = self.ds.sparse[s * self.batch_size : (s + 1) * self.batch_size]  # (B, T) int32
-            yield local.astype(np.int64) + self.offsets
-
-
-def parse_capacity(text: str, num_rows: int) -> int:
-    """Rows for a capacity written as a fraction (``0.05``, ``1``) or a row count (``4096``).
-
-    An integer above 1 is a row count; anything else must be a fraction in
-    (0, 1] of ``num_rows``. Counts above ``num_rows`` are clipped to it.
-
-    Raises:
-        ConfigError: neither form.
-    """
-    try:
-        count: int | None = int(text)
-    except ValueError:
-        count = None
-    if count is not None and count > 1:
-        return min(count, num_rows)
-    try:
-        frac = float(text)
-    except ValueError:
-        frac = -1.0
-    if not 0 < frac <= 1:
-        raise ConfigError("capacity", "expected a fraction in (0, 1] or an integer row count > 1, "
-                                      f"found {text!r}")
-    return max(1, min(num_rows, round(frac * num_rows)))
-
-
-def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[str],
-             window: int = 64, depth: int = 1, batch_size: int = 2048,
-             max_steps: int | None = None,
+def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[object],
+             window: int = 64, depth: int = 1, batch_size: int = 2048, val_fraction: float = 0.1,
+             epochs: int = 1, max_steps: int | None = None, bytes_per_row: int = 4 * 17,
              on_result: Callable[[SimResult], None] | None = None) -> list[SimResult]:
-    """Replay a dataset's trace for every (capacity, policy) pair.
+    """Replay the training steps of a run for every (capacity, policy) pair.
+
+    The trace is :class:`~hotpipe.data.loader.TrainTrace`, the one training
+    plans: the validation split is left out and a short last batch dropped, so
+    the rows moved here are the rows ``hotpipe train`` moves.
 
     Args:
         data: a columnar dataset directory.
         policies: planner policy names.
-        capacities: fractions of all rows or row counts (see :func:`parse_capacity`).
+        capacities: any spelling :class:`~hotpipe.capacity.Capacity` accepts
+            (``0.05``, ``10%``, ``4096`` rows, ``64MiB``).
         window, depth: as for :class:`~hotpipe.plan.planner.Planner`.
-        batch_size: samples per step.
+        batch_size, val_fraction, epochs: as in the run's ``data``/``train`` config.
         max_steps: plan at most this many steps.
+        bytes_per_row: a row's record size (sizes byte capacities).
         on_result: called with each result as soon as it is ready.
 
     Returns:
@@ -214,11 +168,14 @@ def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[
     """
     for p in policies:
         make_policy(p)
-    for key, value in (("batch_size", batch_size), ("max_steps", max_steps or 1)):
+    for key, value in (("batch_size", batch_size), ("max_steps", max_steps or 1), ("epochs", epochs)):
         if value < 1:
             raise ConfigError(key, f"expected an integer >= 1, found {value}")
-    trace = DatasetTrace(ColumnarDataset.open(data), batch_size, max_steps)
-    rows = [parse_capacity(c, trace.num_rows) for c in capacities]
+    if not 0 <= val_fraction < 1:
+        raise ConfigError("val_fraction", f"expected a fraction in [0, 1), found {val_fraction}")
+    trace = TrainTrace(ColumnarDataset.open(data), batch_size=batch_size, val_fraction=val_fraction,
+                       epochs=epochs, max_steps=max_steps or 0)
+    rows = [Capacity.parse(c, "capacity").rows(trace.num_rows, bytes_per_row) for c in capacities]
     Planner(num_rows=trace.num_rows, capacity=1, window=window, depth=depth)  # checks them
     results = []
     for r in rows:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.layout import TableLayout
 from hotpipe.errors import ConfigError
 from hotpipe.profile.counters import ExactCounter, SketchSettings, TableCounter, make_counter
 from hotpipe.profile.hotset import HotSetEvaluator, Ranker
@@ -38,15 +39,16 @@ from hotpipe.profile.reuse import ReuseTracker, summarize
 from hotpipe.profile.sketch import MisraGries, _top
 
 TOP_FRACTIONS = (0.001, 0.01, 0.1)
-_STATE_WIDTH = {"sgd": 0, "rowwise_adagrad": 1, "adagrad": None}  # None: one per weight
+def row_bytes(optimizer: str, dim: int) -> int:
+    """A fast-tier row's bytes, asked of the optimizer and storage stages that own them."""
+    from hotpipe.model.sparse_optim import make_row_optimizer
+    from hotpipe.storage.slots import record_bytes
 
-
-def state_width(optimizer: str, dim: int) -> int:
-    """Optimizer state floats stored with each row (matches model/sparse_optim.py)."""
-    if optimizer not in _STATE_WIDTH:
-        raise ConfigError("optimizer", f"expected one of {sorted(_STATE_WIDTH)}, found {optimizer!r}")
-    w = _STATE_WIDTH[optimizer]
-    return dim if w is None else w
+    try:
+        opt = make_row_optimizer(optimizer, lr=1.0, dim=dim)
+    except ValueError as e:
+        raise ConfigError("optimizer", str(e)) from None
+    return record_bytes(dim, opt)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class ProfileSettings:
         exact: count every row exactly (``np.bincount`` per table).
         sample: fraction of rows counted when not exact (FAE uses 5 %).
         batch_size: rows per training step, for reuse distances in steps.
-        dim, optimizer: size a fast-tier row: ``(dim + state) * 4`` bytes.
+        dim, optimizer: size a fast-tier row (weights + optimizer state), as
+            training does; the defaults are the run config's.
         budgets: fast-tier byte budgets to report the hot set for.
         sketch: per-table sketch sizes (tables with fewer rows than the
             sketch has counters are counted exactly anyway).
@@ -73,7 +76,7 @@ class ProfileSettings:
     exact: bool = False
     sample: float = 0.05
     batch_size: int = 2048
-    dim: int = 64
+    dim: int = 16  # = ModelConfig.embedding_dim's default: "64 KiB" means what training means
     optimizer: str = "rowwise_adagrad"
     budgets: tuple[int, ...] = (64 << 20, 1 << 30)
     sketch: SketchSettings = field(default_factory=SketchSettings)
@@ -92,11 +95,11 @@ class ProfileSettings:
                 raise ConfigError(key, f"expected a positive integer, found {getattr(self, key)}")
         if any(b <= 0 for b in self.budgets):
             raise ConfigError("budget", f"expected positive byte sizes, found {list(self.budgets)}")
-        state_width(self.optimizer, self.dim)
+        row_bytes(self.optimizer, self.dim)
 
     @property
     def bytes_per_row(self) -> int:
-        return (self.dim + state_width(self.optimizer, self.dim)) * 4
+        return row_bytes(self.optimizer, self.dim)
 
 
 def _drift_counter(card: int, top: int) -> ExactCounter | MisraGries:
@@ -222,7 +225,7 @@ def profile_dataset(path: str | os.PathLike[str], settings: ProfileSettings | No
     t0 = time.perf_counter()
     ds = ColumnarDataset.open(path)
     cards = ds.cardinalities
-    offsets = np.cumsum([0, *cards])[:-1].astype(np.int64)
+    offsets = TableLayout(cards).offsets
     total_rows = int(sum(cards))
     state = _Pass(ds, s)
     state.run()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -31,8 +32,18 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from hotpipe._fs import DirLock, check_memory, gib, reserve_file
+from hotpipe.data.layout import TableLayout
+from hotpipe.errors import ResourceError
 from hotpipe.storage.init import init_rows
-from hotpipe.storage.slots import RowStateSpec, copy_rows
+from hotpipe.storage.slots import (
+    FLOAT_BYTES,
+    RowBlocks,
+    RowSource,
+    RowStateSpec,
+    copy_rows,
+    record_width,
+)
 
 
 class BackingStore(Protocol):
@@ -42,14 +53,14 @@ class BackingStore(Protocol):
     def read(self, ids: torch.Tensor) -> torch.Tensor: ...  # (M,) -> (M, D+W)
     def write(self, ids: torch.Tensor, records: torch.Tensor) -> None: ...
     def flush(self) -> None: ...
-    def export(self) -> np.ndarray: ...  # (R, D+W) view, complete after flush()
+    def export(self) -> RowSource: ...  # (R, D+W) records, complete after flush()
     def load(self, records: np.ndarray) -> None: ...
     def close(self) -> None: ...
 
 
 def _initial_records(write_block, cardinalities: list[int], dim: int, optimizer: RowStateSpec,
                      seed: int) -> None:
-    """Fill every record: deterministic weights (model/init.py) + fresh optimizer state."""
+    """Fill every record: deterministic weights (storage/init.py) + fresh optimizer state."""
     def put(r0: int, rows: torch.Tensor) -> None:
         state = optimizer.init_state(rows.shape[0], dim)
         write_block(r0, torch.cat([rows, state], dim=1))
@@ -63,7 +74,9 @@ class HostBacking:
     def __init__(self, *, cardinalities: list[int], dim: int, optimizer: RowStateSpec,
                  seed: int, pin: bool = False) -> None:
         self.num_rows = sum(cardinalities)
-        self.width = dim + optimizer.state_width
+        self.width = record_width(dim, optimizer)
+        check_memory(self.num_rows * self.width * FLOAT_BYTES, f"a host tier of {self.num_rows} rows",
+                     "use cache.backing=file (memory-mapped table files) or a smaller dataset")
         self.data = torch.empty(self.num_rows, self.width, pin_memory=pin)
 
         def block(r0: int, rec: torch.Tensor) -> None:
@@ -80,8 +93,8 @@ class HostBacking:
     def flush(self) -> None:
         pass
 
-    def export(self) -> np.ndarray:
-        return self.data.numpy()
+    def export(self) -> RowSource:
+        return RowBlocks([[self.data.numpy()]])
 
     def load(self, records: np.ndarray) -> None:
         copy_rows(self.data, records)
@@ -96,7 +109,8 @@ class FileBacking:
     Args:
         directory: where ``table-XXX.f32`` files are created (or reused when
             ``reuse=True`` and their sizes match — the bigger-than-RAM
-            benchmark initialises once).
+            benchmark initialises once). The directory is locked while open:
+            a second process using the same files gets a :class:`LockError`.
         advise_random: advise the maps ``MADV_RANDOM`` (no read-around on a
             fault); off only to measure what it buys.
         io_threads: threads a gather is split over (page faults in flight).
@@ -107,21 +121,28 @@ class FileBacking:
                  advise_random: bool = True, io_threads: int = 16) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.num_rows = sum(cardinalities)
-        self.width = dim + optimizer.state_width
+        self._lock = DirLock(self.dir / ".lock", "table files")
+        self.layout = TableLayout(cardinalities)
+        self.num_rows = self.layout.num_rows
+        self.width = record_width(dim, optimizer)
         self.cards = list(cardinalities)
-        self.offsets = np.cumsum([0, *cardinalities])
+        self.offsets = self.layout.bounds
+        need = self.num_rows * self.width * FLOAT_BYTES
+        free = shutil.disk_usage(self.dir).free
+        if not reuse and need > free:
+            self._lock.release()
+            raise ResourceError(f"table files in {self.dir} need {gib(need)} of disk but "
+                                f"{gib(free)} is free")
         self._mmaps: list[mmap.mmap] = []
         self.maps: list[np.ndarray] = []  # (card, D+W) float32 views of the maps
         self.tensors: list[torch.Tensor] = []
         fresh = False
         for t, card in enumerate(cardinalities):
             path = self.dir / f"table-{t:03d}.f32"
-            want = card * self.width * 4
+            want = card * self.width * FLOAT_BYTES
             if not (reuse and path.is_file() and path.stat().st_size == want):
                 fresh = True
-                with open(path, "wb") as f:
-                    f.truncate(want)
+                reserve_file(path, want)
             with open(path, "r+b") as f:
                 mm = mmap.mmap(f.fileno(), want)  # the map outlives the descriptor
             if advise_random and hasattr(mmap, "MADV_RANDOM"):
@@ -194,9 +215,9 @@ class FileBacking:
         for mm in self._mmaps:
             mm.flush()
 
-    def export(self) -> np.ndarray:
+    def export(self) -> RowSource:
         # A checkpoint of a bigger-than-RAM table must stream: concatenate lazily.
-        return _ConcatRows(self.maps)  # type: ignore[return-value]
+        return RowBlocks([[m] for m in self.maps])
 
     def load(self, records: np.ndarray) -> None:
         for t, tensor in enumerate(self.tensors):
@@ -205,6 +226,7 @@ class FileBacking:
 
     def close(self) -> None:
         if not self._mmaps:
+            self._lock.release()
             return
         self.flush()
         if self._pool is not None:
@@ -217,25 +239,5 @@ class FileBacking:
             with contextlib.suppress(BufferError):
                 mm.close()
         self._mmaps.clear()
+        self._lock.release()
 
-
-class _ConcatRows:
-    """A read-only row-concatenation of per-table maps, sliceable in row chunks."""
-
-    def __init__(self, maps: list[np.ndarray]) -> None:
-        self.maps = maps
-        self.offsets = np.cumsum([0] + [len(m) for m in maps])
-        self.shape = (int(self.offsets[-1]), maps[0].shape[1] if maps else 0)
-        self.dtype = np.float32
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, sl: slice) -> np.ndarray:
-        lo, hi, _ = sl.indices(self.shape[0])
-        parts = []
-        for t, mm in enumerate(self.maps):
-            a, b = max(lo, int(self.offsets[t])), min(hi, int(self.offsets[t + 1]))
-            if a < b:
-                parts.append(mm[a - int(self.offsets[t]):b - int(self.offsets[t])])
-        return np.concatenate(parts) if parts else np.zeros((0, self.shape[1]), np.float32)

@@ -7,7 +7,7 @@ It does not decide anything: the planner did, and the pipeline
 waits for them.
 
 Row records are ``[weights | optimizer state]``; the cache stores them in a
-:class:`~hotpipe.model.embedding.SlotStore` (two tensors indexed by slot)
+:class:`~hotpipe.storage.slots.SlotStore` (tensors indexed by slot)
 that the embedding module reads and updates directly.
 """
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from hotpipe.data.layout import TableLayout
 from hotpipe.plan.types import StepPlan
 from hotpipe.storage.backing import BackingStore
-from hotpipe.storage.slots import SlotStore
+from hotpipe.storage.slots import FLOAT_BYTES, SlotStore
 
 
 @dataclass
@@ -38,19 +38,19 @@ class TieredStore:
     Args:
         cache: the fast tier's slots (on the training device).
         backing: the complete table (host RAM or files).
-        num_tables_offsets: (T+1,) exclusive-cumsum of cardinalities, for
-            per-table counters.
+        layout: the tables' row ranges, for per-table counters.
     """
 
-    def __init__(self, *, cache: SlotStore, backing: BackingStore, table_bounds: np.ndarray) -> None:
+    def __init__(self, *, cache: SlotStore, backing: BackingStore, layout: TableLayout) -> None:
         self.cache = cache
         self.backing = backing
+        self.layout = layout
         self.dim = cache.dim
-        self.bounds = torch.from_numpy(np.asarray(table_bounds, dtype=np.int64))
+        self.bounds = torch.from_numpy(layout.bounds)
         # slot -> global id held there (-1 = free); needed by flush().
         self.slot_ids = torch.full((cache.num_slots,), -1, dtype=torch.int64)
         self.counts = MoveCounts()
-        self.fetched_per_table = torch.zeros(len(table_bounds) - 1, dtype=torch.int64)
+        self.fetched_per_table = torch.zeros(layout.num_tables, dtype=torch.int64)
         self._lock = threading.Lock()  # apply() and flush() never interleave
 
     def _records(self, slots: torch.Tensor) -> torch.Tensor:
@@ -65,7 +65,7 @@ class TieredStore:
             ids, slots = ids[dirty], slots[dirty]
             self.backing.write(ids, self._records(slots.to(self.cache.weights.device)))
             self.counts.rows_written_back += int(ids.numel())
-            self.counts.bytes_written_back += int(ids.numel()) * self.backing.width * 4
+            self.counts.bytes_written_back += int(ids.numel()) * self.backing.width * FLOAT_BYTES
 
     def apply(self, plan: StepPlan) -> None:
         """Evict (write back dirty rows) then fetch, synchronously."""
@@ -89,7 +89,7 @@ class TieredStore:
                 self.slot_ids[slots] = ids
                 n = int(ids.numel())
                 self.counts.rows_fetched += n
-                self.counts.bytes_fetched += n * self.backing.width * 4
+                self.counts.bytes_fetched += n * self.backing.width * FLOAT_BYTES
                 table = torch.searchsorted(self.bounds, ids, right=True) - 1
                 self.fetched_per_table += torch.bincount(table, minlength=len(self.fetched_per_table))
 

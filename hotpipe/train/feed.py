@@ -17,12 +17,10 @@ import numpy as np
 import torch
 
 from hotpipe.data.batch import Batch
+from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader
-from hotpipe.model.sparse_optim import RowOptimizer
-from hotpipe.storage.init import init_rows
-from hotpipe.storage.slots import SlotStore, copy_rows
+from hotpipe.storage.slots import RowBlocks, RowSource, SlotStore, copy_rows
 from hotpipe.storage.tiered import MoveCounts
-from hotpipe.train.checkpoint import RowSource
 
 
 @dataclass
@@ -70,35 +68,21 @@ class Feed(Protocol):
     def close(self) -> None: ...
 
 
-class _Records:
-    """Weights and state side by side as (R, D+W) records, built per slice."""
-
-    def __init__(self, weights: np.ndarray, state: np.ndarray) -> None:
-        self.weights, self.state = weights, state
-        self.shape = (weights.shape[0], weights.shape[1] + state.shape[1])
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        return np.concatenate([self.weights[rows], self.state[rows]], axis=1)
-
-
 class DirectFeed:
     """Every row resident: the untiered reference.
 
     Args:
-        cardinalities: rows per table.
-        dim: embedding dimension D.
-        optimizer: provides the optimizer-state width and its initial value.
-        seed: initialisation seed (see ``model/init.py``).
+        store: one slot per global row, initialised
+            (``train/builders.py:build_direct_store``).
+        layout: the tables' row ranges (local -> global ids).
     """
 
-    def __init__(self, *, cardinalities: list[int], dim: int, optimizer: RowOptimizer,
-                 seed: int) -> None:
-        self.offsets = torch.tensor(np.cumsum([0, *cardinalities[:-1]]), dtype=torch.int64)
-        self.store = SlotStore.allocate(sum(cardinalities), dim, optimizer)
-        def put(r0: int, rows: torch.Tensor) -> None:
-            self.store.weights[r0:r0 + len(rows)].copy_(rows)
-
-        init_rows(cardinalities, dim, seed, put)
+    def __init__(self, *, store: SlotStore, layout: TableLayout) -> None:
+        if store.num_slots != layout.num_rows:
+            raise ValueError(f"an untiered store needs one slot per row: {store.num_slots} "
+                             f"slots for {layout.num_rows} rows")
+        self.store, self.layout = store, layout
+        self.offsets = torch.from_numpy(layout.offsets.copy())
         self.stats = FeedStats()
 
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Iterator[StepInput]:
@@ -114,12 +98,12 @@ class DirectFeed:
         pass
 
     def read_rows(self, global_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) global ids -> (B, T, D) current weights (for evaluation)."""
+        """(B, T) global ids -> (B, T, D) current weights (for evaluation), contiguous."""
         b, t = global_ids.shape
         return self.store.weights.index_select(0, global_ids.reshape(-1)).view(b, t, -1)
 
     def export(self) -> RowSource:
-        return _Records(self.store.weights.numpy(), self.store.state.numpy())
+        return RowBlocks([[self.store.weights.numpy(), self.store.state.numpy()]])
 
     def load(self, records: np.ndarray) -> None:
         d = self.store.dim

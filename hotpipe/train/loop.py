@@ -7,6 +7,7 @@ the step is done (which unpins its rows for eviction).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hotpipe.data.loader import BatchLoader
+from hotpipe.errors import DivergedError
 from hotpipe.model.dlrm import DLRM
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.train.feed import Feed
@@ -62,14 +64,17 @@ def train_steps(*, model: DLRM, embedding: SparseEmbedding, feed: Feed,
             emb = embedding.lookup(inp.slots)  # (B, T, D) leaf
             logits = model(inp.batch.dense, emb)  # (B,)
             loss = loss_fn(logits, inp.batch.labels)
+            value = float(loss.detach())  # the loss is read every step anyway (losses.json)
+            if not math.isfinite(value):
+                # Stop before this step's update reaches any weight or checkpoint.
+                raise DivergedError(inp.step, value, "; lower optim.embedding_lr / optim.dense_lr")
             dense_opt.zero_grad(set_to_none=True)
             loss.backward()
             dense_opt.step()
-            assert emb.grad is not None
-            embedding.apply_gradients(inp.slots, emb.grad)
+            embedding.apply_gradients(inp.slots, emb.grad)  # type: ignore[arg-type]
             feed.step_done(inp.step)
 
-            state.losses.append(float(loss.detach()))
+            state.losses.append(value)
             state.step = inp.step + 1
             window_steps += 1
             bar.update(1)

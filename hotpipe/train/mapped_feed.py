@@ -28,8 +28,7 @@ import torch
 from hotpipe.data.loader import BatchLoader
 from hotpipe.errors import ConfigError
 from hotpipe.storage.backing import FileBacking
-from hotpipe.storage.slots import SlotStore
-from hotpipe.train.checkpoint import RowSource
+from hotpipe.storage.slots import RowSource, SlotStore
 from hotpipe.train.feed import FeedStats, StepInput
 
 

@@ -1,5 +1,9 @@
-"""Assemble a training run from a RunConfig: data, model, feed, optimizers,
-checkpoints, metrics. This is what ``hotpipe train`` calls.
+"""The training recipe: wire components built from typed config sections, run, report.
+
+This is what ``hotpipe train`` and :func:`hotpipe.fit` call. The components
+come from ``train/builders.py`` unless the caller hands some in
+(``build_components(cfg, run, feed=my_feed)``), so another feed, model or
+optimizer never needs a monkeypatch.
 
 Outputs in the run directory::
 
@@ -7,15 +11,18 @@ Outputs in the run directory::
     history.jsonl    one record per log window (loss, samples/s, hit rate, stall share)
                      and one per evaluation
     metrics.json     final_loss, val_auc, val_logloss, samples_per_s, steps, cache, ...
+                     (strict JSON: an undefined metric is null)
     losses.json      the loss of every step (what resume exactness is checked on)
     checkpoints/     see train/checkpoint.py
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import asdict
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +31,91 @@ import yaml
 
 from hotpipe.config import RunConfig
 from hotpipe.data.columnar import ColumnarDataset
-from hotpipe.data.loader import split_loaders
+from hotpipe.data.layout import TableLayout
+from hotpipe.data.loader import BatchLoader, split_loaders
 from hotpipe.errors import CheckpointError, ConfigError
 from hotpipe.model.dlrm import DLRM
-from hotpipe.model.embedding import SparseEmbedding, table_offsets
-from hotpipe.model.sparse_optim import RowOptimizer, make_row_optimizer
+from hotpipe.model.embedding import SparseEmbedding
+from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.train import builders
 from hotpipe.train.checkpoint import load_checkpoint, save_checkpoint
 from hotpipe.train.evaluate import evaluate
-from hotpipe.train.feed import DirectFeed, Feed
+from hotpipe.train.feed import Feed
 from hotpipe.train.loop import LoopState, StepLog, train_steps
+from hotpipe.train.rundir import RunDir, dump_json, write_atomic
 
 # Keys that may differ between a run and its resumption (they change when
 # or how long we train, not the math of any step).
 _RESUMABLE_DIFF = {"train.max_steps", "train.epochs", "train.checkpoint_every",
                    "train.eval_every", "train.progress", "train.log_every", "data.path",
                    "data.max_val_rows"}
+# Below this many training steps a run says so before it starts: too few
+# updates to learn anything (8k rows at batch 2048 is 3 steps, AUC 0.5).
+_FEW_STEPS = 20
 
 
-def make_dense_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.dense == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.dense_lr)
-    if o.dense == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=o.dense_lr)
-    return torch.optim.Adam(model.parameters(), lr=o.dense_lr)
+@dataclass
+class Components:
+    """Everything one run trains with; build with :func:`build_components`."""
+
+    dataset: ColumnarDataset
+    layout: TableLayout
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    model: DLRM
+    dense_opt: torch.optim.Optimizer
+    row_opt: RowOptimizer
+    feed: Feed
+
+    def close(self) -> None:
+        self.feed.close()
 
 
-def make_feed(cfg: RunConfig, ds: ColumnarDataset, optimizer: RowOptimizer, run_dir: Path) -> Feed:
-    if cfg.cache.policy == "none":
-        return DirectFeed(cardinalities=ds.cardinalities, dim=cfg.model.embedding_dim,
-                          optimizer=optimizer, seed=cfg.train.seed)
-    from hotpipe.train.tiered_feed import TieredFeed  # only tiered runs need the planner
+def build_components(cfg: RunConfig, run_dir: str | os.PathLike[str], **given: Any) -> Components:
+    """Build each component from its config section, except those passed in ``given``.
 
-    return TieredFeed.from_config(cfg, ds.cardinalities, optimizer, run_dir)
+    Example:
+        >>> c = build_components(cfg, "runs/a", feed=my_feed)  # doctest: +SKIP
+    """
+    unknown = set(given) - set(Components.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown components {sorted(unknown)}")
+    if cfg.data.path is None and "dataset" not in given:
+        raise ConfigError("data.path", "no dataset given (use --data DIR)")
+    ds = given["dataset"] if "dataset" in given else ColumnarDataset.open(str(cfg.data.path))
+    layout = given["layout"] if "layout" in given else TableLayout.of(ds)
+    if "train_loader" in given and "val_loader" in given:
+        train_loader, val_loader = given["train_loader"], given["val_loader"]
+    else:
+        train_loader, val_loader = split_loaders(
+            ds, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
+            max_val_rows=cfg.data.max_val_rows, epochs=cfg.train.epochs)
+    if len(train_loader) == 0:
+        raise ConfigError("data.batch_size", f"{cfg.data.batch_size} leaves no full training batch "
+                                             f"in {ds.rows} rows (val_fraction={cfg.data.val_fraction})")
+    dim = cfg.model.embedding_dim
+    # Seeded here, not by the caller: the same config builds the same weights
+    # whether train() or a test builds the components.
+    torch.manual_seed(cfg.train.seed)
+    model = (given["model"] if "model" in given else
+             builders.build_model(cfg.model, num_dense=ds.num_dense, num_tables=layout.num_tables))
+    dense_opt = (given["dense_opt"] if "dense_opt" in given else
+                 builders.build_dense_optimizer(cfg.optim, model.parameters()))
+    row_opt = given["row_opt"] if "row_opt" in given else builders.build_row_optimizer(cfg.optim, dim)
+    feed = (given["feed"] if "feed" in given else
+            builders.build_feed(cfg.cache, layout=layout, dim=dim, optimizer=row_opt,
+                                seed=cfg.train.seed, run_dir=Path(run_dir)))
+    return Components(ds, layout, train_loader, val_loader, model, dense_opt, row_opt, feed)
+
+
+def dataset_fingerprint(ds: ColumnarDataset) -> str:
+    """The dataset's identity for resume checks: its manifest's fingerprint, or a hash of
+    what defines it (rows, tables, sources) for datasets written before fingerprints."""
+    fp = ds.manifest.get("fingerprint")
+    if isinstance(fp, str) and fp:
+        return fp
+    keys = {k: ds.manifest.get(k) for k in ("rows", "num_dense", "tables", "sources", "encoding", "synth")}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,70 +137,88 @@ def _check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
 
 
 def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = False,
-          report: bool = False, tensorboard: bool = False) -> dict[str, Any]:
+          overwrite: bool = False, report: bool = False, tensorboard: bool = False,
+          components: Components | None = None) -> dict[str, Any]:
     """Train as configured; returns (and writes) the metrics.
 
-    ``report`` renders report.md + plots (train/report.py); ``tensorboard``
-    also logs scalars to ``RUN/tensorboard`` via torch.utils.tensorboard.
+    Args:
+        cfg: the validated run configuration.
+        run_dir: the run directory (locked while training).
+        resume: continue from the directory's latest checkpoint.
+        overwrite: replace a run already in the directory (else it is refused).
+        report: render report.md + plots (train/report.py).
+        tensorboard: also log scalars to ``RUN/tensorboard``.
+        components: prebuilt components (default: built from ``cfg``).
+
+    Raises:
+        RunExistsError, LockError: the directory holds a run, or another process.
+        DivergedError: a non-finite loss (the last good checkpoint is kept).
+        CheckpointError: nothing valid to resume, or a checkpoint of another dataset.
     """
-    if cfg.data.path is None:
-        raise ConfigError("data.path", "no dataset given (use --data DIR)")
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
+    run = RunDir(run_dir, resume=resume, overwrite=overwrite)
+    c: Components | None = components
+    try:
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        c = c or build_components(cfg, run.path)
+        return _train(cfg, run, c, resume=resume, report=report, tensorboard=tensorboard)
+    finally:
+        if c is not None:
+            c.close()
+        run.release()
 
-    ds = ColumnarDataset.open(cfg.data.path)
-    train_loader, val_loader = split_loaders(
-        ds, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
-        max_val_rows=cfg.data.max_val_rows, epochs=cfg.train.epochs)
-    if len(train_loader) == 0:
-        raise ConfigError("data.batch_size", f"{cfg.data.batch_size} leaves no full training batch "
-                                             f"in {ds.rows} rows (val_fraction={cfg.data.val_fraction})")
-    m = cfg.model
-    model = DLRM(num_dense=ds.num_dense, num_tables=ds.num_tables, embedding_dim=m.embedding_dim,
-                 bottom=list(m.bottom), top=list(m.top))
-    dense_opt = make_dense_optimizer(cfg, model)
-    row_opt = make_row_optimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr, dim=m.embedding_dim)
-    feed = make_feed(cfg, ds, row_opt, run)
-    embedding = SparseEmbedding(store=feed.store, optimizer=row_opt)
-    offsets = table_offsets(ds.cardinalities)
+
+def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: bool,
+           tensorboard: bool) -> dict[str, Any]:
+    path, feed, model, dense_opt = run.path, c.feed, c.model, c.dense_opt
+    embedding = SparseEmbedding(store=feed.store, optimizer=c.row_opt)
+    offsets = torch.from_numpy(c.layout.offsets.copy())
+    fingerprint = dataset_fingerprint(c.dataset)
     state = LoopState()
-
     if resume:
-        dense, records = load_checkpoint(run)
+        dense, records = load_checkpoint(path, dataset=fingerprint)
         _check_resumable(dense["config"], cfg)
         model.load_state_dict(dense["model"])
         dense_opt.load_state_dict(dense["dense_opt"])
         feed.load(records)
+        del records
         state = LoopState(**dense["loop"])
         torch.set_rng_state(dense["rng"])
+        run.trim_history(state.step)
     else:
-        (run / "history.jsonl").write_text("")
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        (path / "history.jsonl").write_text("")
+    write_atomic(path / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
-    stop = len(train_loader) if not cfg.train.max_steps else min(cfg.train.max_steps, len(train_loader))
+    n = len(c.train_loader)
+    stop = n if not cfg.train.max_steps else min(cfg.train.max_steps, n)
     if state.step > stop:
         raise CheckpointError(f"checkpoint is at step {state.step}, past the requested stop {stop}")
-    history = open(run / "history.jsonl", "a")
+    if stop < _FEW_STEPS:
+        print(f"hotpipe: note: only {stop} training step(s) of {cfg.data.batch_size} samples "
+              f"({c.train_loader.stop - c.train_loader.start} training rows): too few to learn much; "
+              "lower data.batch_size or raise train.epochs", file=sys.stderr)
+    resumed_at = state.step
+    history = open(path / "history.jsonl", "a")
 
     def checkpoint() -> None:
         feed.flush()
-        save_checkpoint(run, state.step, {
+        save_checkpoint(path, state.step, {
             "model": model.state_dict(), "dense_opt": dense_opt.state_dict(),
             "loop": asdict(state), "rng": torch.get_rng_state(), "config": cfg.model_dump(),
-        }, feed.export())
+        }, feed.export(), dataset=fingerprint)
 
     tb = None
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter  # optional dependency
 
-        tb = SummaryWriter(str(run / "tensorboard"))
+        tb = SummaryWriter(str(path / "tensorboard"))
+
+    def log_line(rec: dict[str, Any]) -> None:
+        history.write(json.dumps(json.loads(dump_json(rec))) + "\n")
+        history.flush()
 
     def on_log(log: StepLog) -> None:
-        history.write(json.dumps({"kind": "train", **asdict(log)}) + "\n")
-        history.flush()
+        log_line({"kind": "train", **asdict(log)})
         if tb is not None:
             for k in ("loss", "samples_per_s", "hit_rate", "stall_share"):
                 tb.add_scalar(f"train/{k}", getattr(log, k), log.step)
@@ -151,27 +228,27 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
             checkpoint()
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < stop:
             feed.flush()
-            ev = evaluate(model, feed, val_loader, offsets)
-            history.write(json.dumps({"kind": "eval", "step": step, **ev}) + "\n")
-            history.flush()
+            log_line({"kind": "eval", "step": step, **evaluate(model, feed, c.val_loader, offsets)})
 
     try:
         train_steps(model=model, embedding=embedding, feed=feed, dense_opt=dense_opt,
-                    loader=train_loader, state=state, stop=stop, log_every=cfg.train.log_every,
+                    loader=c.train_loader, state=state, stop=stop, log_every=cfg.train.log_every,
                     progress=cfg.train.progress, on_log=on_log, on_step=on_step)
-        checkpoint()
-        ev = evaluate(model, feed, val_loader, offsets)
-        history.write(json.dumps({"kind": "eval", "step": state.step, **ev}) + "\n")
+        if state.step != resumed_at or not resume:  # a resume at the stop has nothing new to save
+            checkpoint()
+        else:
+            feed.flush()
+        ev = evaluate(model, feed, c.val_loader, offsets)
+        log_line({"kind": "eval", "step": state.step, **ev})
     finally:
         history.close()
-        feed.close()
         if tb is not None:
             tb.close()
 
     tail = state.losses[-cfg.train.log_every:]
     trained = len(state.losses) * cfg.data.batch_size
     metrics = {
-        "final_loss": sum(tail) / len(tail) if tail else float("nan"),
+        "final_loss": sum(tail) / len(tail) if tail else None,
         **ev,
         "samples_per_s": trained / state.train_seconds if state.train_seconds else 0.0,
         "steps": state.step,
@@ -180,12 +257,12 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
         "threads": torch.get_num_threads(),
         "cache": {"policy": cfg.cache.policy, **feed.stats.as_dict()},
     }
-    if "teacher_auc" in ds.manifest:
-        metrics["teacher_auc"] = ds.manifest["teacher_auc"]
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (run / "losses.json").write_text(json.dumps(state.losses))
+    if "teacher_auc" in c.dataset.manifest:
+        metrics["teacher_auc"] = c.dataset.manifest["teacher_auc"]
+    write_atomic(path / "losses.json", json.dumps(state.losses))
+    write_atomic(path / "metrics.json", dump_json(metrics))  # last: its presence means "finished"
     if report:
         from hotpipe.train.report import write_report  # matplotlib only when asked
 
-        write_report(run)
-    return metrics
+        write_report(path)
+    return json.loads(dump_json(metrics))

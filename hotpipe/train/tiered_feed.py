@@ -19,23 +19,17 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader
-from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.plan.planner import Planner
-from hotpipe.storage.backing import BackingStore, FileBacking, HostBacking
-from hotpipe.storage.slots import SlotStore
+from hotpipe.plan.types import StepPlan
+from hotpipe.storage.slots import RowSource, SlotStore
 from hotpipe.storage.tiered import TieredStore
-from hotpipe.train.checkpoint import RowSource
 from hotpipe.train.feed import FeedStats, StepInput
-
-if TYPE_CHECKING:
-    from hotpipe.config import RunConfig
 
 _DONE = object()
 
@@ -45,26 +39,28 @@ class TieredFeed:
 
     Args:
         tiers: the cache + backing store.
-        cardinalities: rows per table.
-        capacity: cache slots (rows).
-        policy: planner policy (``lookahead``, ``lru``, ``lfu``, ``static``).
-        window: steps of lookahead.
-        depth: steps prefetched ahead of compute.
+        planner: plans slot assignments for the cache's capacity; its ``depth``
+            is how many steps are fetched ahead of compute. Each call to
+            :meth:`steps` starts a fresh plan from the given step.
+        layout: the tables' row ranges (local -> global ids, per-table stats).
+
+    Example:
+        >>> feed = TieredFeed(tiers=tiers, planner=Planner(num_rows=layout.num_rows,
+        ...     capacity=tiers.cache.num_slots, window=64, depth=1), layout=layout)  # doctest: +SKIP
     """
 
-    def __init__(self, *, tiers: TieredStore, cardinalities: list[int], capacity: int,
-                 policy: str, window: int, depth: int, table_names: list[str] | None = None) -> None:
-        self.tiers = tiers
+    def __init__(self, *, tiers: TieredStore, planner: Planner, layout: TableLayout) -> None:
+        if planner.capacity != tiers.cache.num_slots or planner.num_rows != layout.num_rows:
+            raise ValueError(f"planner sized for {planner.capacity} slots of {planner.num_rows} rows; "
+                             f"cache has {tiers.cache.num_slots} slots of {layout.num_rows} rows")
+        self.tiers, self.planner, self.layout = tiers, planner, layout
         self.store: SlotStore = tiers.cache
-        self.cards = list(cardinalities)
-        self.bounds = np.cumsum([0, *cardinalities])
-        self.offsets = self.bounds[:-1]
-        self.capacity, self.policy, self.window, self.depth = capacity, policy, window, depth
-        self.names = table_names or [f"T{t}" for t in range(len(cardinalities))]
+        self.depth = planner.depth
         self.stats = FeedStats(moves=tiers.counts)
         self._done = -1
         self._cond = threading.Condition()
-        self._misses_per_table = np.zeros(len(cardinalities), dtype=np.int64)
+        self._misses_per_table = np.zeros(layout.num_tables, dtype=np.int64)
+        self._unique_per_table = np.zeros(layout.num_tables, dtype=np.int64)
         # On CUDA the mover copies on a side stream; events order it against
         # compute: plan s waits for the update of step s-depth-1 to have run
         # on the GPU (not just been queued), and step s's compute waits for
@@ -72,37 +68,13 @@ class TieredFeed:
         dev = self.store.weights.device
         self._side = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         self._done_event: torch.cuda.Event | None = None
-        self._unique_per_table = np.zeros(len(cardinalities), dtype=np.int64)
-
-    @classmethod
-    def from_config(cls, cfg: RunConfig, cardinalities: list[int], optimizer: RowOptimizer,
-                    run_dir: Path) -> TieredFeed:
-        c, dim = cfg.cache, cfg.model.embedding_dim
-        total = sum(cardinalities)
-        width = dim + optimizer.state_width
-        capacity = min(total, c.capacity_rows(total, bytes_per_row=width * 4))
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        backing: BackingStore
-        if c.backing == "file":
-            backing = FileBacking(directory=c.backing_dir or run_dir / "tables",
-                                  cardinalities=cardinalities, dim=dim, optimizer=optimizer,
-                                  seed=cfg.train.seed)
-        else:
-            backing = HostBacking(cardinalities=cardinalities, dim=dim, optimizer=optimizer,
-                                  seed=cfg.train.seed, pin=device == "cuda")
-        cache = SlotStore.allocate(capacity, dim, optimizer, device=device)
-        tiers = TieredStore(cache=cache, backing=backing, table_bounds=np.cumsum([0, *cardinalities]))
-        return cls(tiers=tiers, cardinalities=cardinalities, capacity=capacity, policy=c.policy,
-                   window=c.window, depth=c.depth)
 
     # -- the pipeline -----------------------------------------------------
 
     def _mover(self, loader: BatchLoader, start: int, stop: int, out: queue.Queue,
                stop_evt: threading.Event) -> None:
         try:
-            planner = Planner(num_rows=int(self.bounds[-1]), capacity=self.capacity,
-                              window=self.window, depth=self.depth, policy=self.policy)
-            for plan in planner.plan(loader.id_stream(self.offsets, start, stop)):
+            for plan in self.planner.plan(loader.id_stream(self.layout.offsets, start, stop)):
                 s = start + plan.step
                 with self._cond:  # the rows plan s evicts were last used by step <= s-depth-1
                     while self._done < s - self.depth - 1 and not stop_evt.is_set():
@@ -152,23 +124,23 @@ class TieredFeed:
             mover.join()
             self._sync_stats()
 
-    def _count(self, plan) -> None:
-        st = self.stats
+    def _count(self, plan: StepPlan) -> None:
+        st, lay = self.stats, self.layout
         misses = plan.num_misses
         st.misses += misses
         st.hits += int(plan.unique_ids.size) - misses
-        t_u = np.searchsorted(self.bounds, plan.unique_ids, side="right") - 1
-        self._unique_per_table += np.bincount(t_u, minlength=len(self.cards))
-        t_m = np.searchsorted(self.bounds, plan.fetch_ids[:misses], side="right") - 1
-        self._misses_per_table += np.bincount(t_m, minlength=len(self.cards))
+        t_u = lay.table_of(plan.unique_ids)
+        self._unique_per_table += np.bincount(t_u, minlength=lay.num_tables)
+        t_m = lay.table_of(plan.fetch_ids[:misses])
+        self._misses_per_table += np.bincount(t_m, minlength=lay.num_tables)
 
     def _sync_stats(self) -> None:
         st = self.stats
         fetched = self.tiers.fetched_per_table.tolist()
         st.per_table = {
-            self.names[t]: {"hits": int(self._unique_per_table[t] - self._misses_per_table[t]),
-                            "misses": int(self._misses_per_table[t]), "rows_fetched": int(fetched[t])}
-            for t in range(len(self.cards))
+            name: {"hits": int(self._unique_per_table[t] - self._misses_per_table[t]),
+                   "misses": int(self._misses_per_table[t]), "rows_fetched": int(fetched[t])}
+            for t, name in enumerate(self.layout.names)
         }
 
     def step_done(self, step: int) -> None:
@@ -186,10 +158,16 @@ class TieredFeed:
         self._sync_stats()
 
     def read_rows(self, global_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, D) from the backing tier; call after flush()."""
+        """(B, T) -> (B, T, D) from the backing tier, contiguous; call after flush().
+
+        Contiguous on purpose: a strided view of the records would send the
+        model's matmuls down another kernel, and evaluation would then differ
+        from the untiered run in the last bits (val_logloss did).
+        """
         b, t = global_ids.shape
         rec = self.tiers.backing.read(global_ids.reshape(-1))
-        return rec[:, : self.store.dim].reshape(b, t, -1).to(self.store.weights.device)
+        w = rec[:, : self.store.dim].contiguous()
+        return w.reshape(b, t, -1).to(self.store.weights.device)
 
     def export(self) -> RowSource:
         return self.tiers.backing.export()

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from hotpipe.errors import ConfigError
-from hotpipe.profile.costmodel import (
+from hotpipe.placement.costmodel import (
     Candidate,
     Prediction,
     Workload,
@@ -39,9 +39,10 @@ from hotpipe.profile.costmodel import (
     memory_per_tier,
     profiled_lookups,
 )
-from hotpipe.profile.hardware import Hardware
-from hotpipe.profile.movement import trace_movement
-from hotpipe.profile.pipeline import replay_pipeline
+from hotpipe.placement.hardware import Hardware
+from hotpipe.placement.movement import trace_movement
+from hotpipe.placement.pipeline import replay_pipeline
+from hotpipe.storage.slots import FLOAT_BYTES
 
 
 def hottest_rows(steps: Iterable[np.ndarray], num_rows: int, k: int) -> np.ndarray:
@@ -100,9 +101,9 @@ def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw:
     cold = np.asarray(rank_trace.cold_share[: tr.steps])
     hot_u = np.asarray(rank_trace.hot_unique[: tr.steps], dtype=np.float64)
     ring = 2.0 * (r - 1) / r
-    row = work.dim * 4
+    row = work.dim * FLOAT_BYTES
     a2a = 2.0 * local_batch * tables * cold * (r - 1) / r * row  # embeddings out + gradients back
-    allreduce = ring * (hot_u * row + work.dense_params * 4)
+    allreduce = ring * (hot_u * row + work.dense_params * FLOAT_BYTES)
     link = hw.link
     comm = (a2a + allreduce) / link.bytes_per_s + 3 * link.latency_s  # 1 all-to-all pair + 1 all-reduce
     compute = hw.compute.step_s(int(round(local_batch))) - hw.batch_read_per_sample_s * local_batch

@@ -14,7 +14,7 @@ synthetic data, and fitted with non-negative least squares:
   read) alone, and both at once -> each one's speed while sharing the machine.
 
 The link between ranks is not measured (there is no distributed runtime
-yet); it keeps :class:`~hotpipe.profile.hardware.Link`'s assumed default.
+yet); it keeps :class:`~hotpipe.placement.hardware.Link`'s assumed default.
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ import torch
 
 from hotpipe.config import RunConfig
 from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
+from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader
 from hotpipe.data.synth import ZipfSampler
-from hotpipe.model.dlrm import DLRM
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
+from hotpipe.placement.costmodel import model_key, profiled_lookups
+from hotpipe.placement.fit import nonneg_lstsq
+from hotpipe.placement.hardware import ComputeFit, Hardware, Link, Overlap, PlannerFit, TierRates
 from hotpipe.plan.planner import Planner
 from hotpipe.plan.policies import make_policy
 from hotpipe.plan.types import StepPlan
-from hotpipe.profile.costmodel import model_key, profiled_lookups
-from hotpipe.profile.fit import nonneg_lstsq
-from hotpipe.profile.hardware import ComputeFit, Hardware, Link, Overlap, PlannerFit, TierRates
 from hotpipe.storage.backing import BackingStore, FileBacking, HostBacking
 from hotpipe.storage.slots import SlotStore
 from hotpipe.storage.tiered import TieredStore
@@ -181,7 +181,7 @@ def measure_tier(tier: str, spec: CalibrationSpec, work: Path) -> TierRates:
     slots = min(1 << 16, num_rows // 2)
     cache = SlotStore.allocate(slots, run.model.embedding_dim, opt)
     store = TieredStore(cache=cache, backing=backing,
-                        table_bounds=np.arange(spec.tables + 1) * spec.rows_per_table)
+                        layout=TableLayout([spec.rows_per_table] * spec.tables))
     rng = np.random.default_rng(spec.seed)
     resident = rng.choice(num_rows, slots, replace=False).astype(np.int64)  # id in each slot
     store.apply(_plan(resident, np.arange(slots, dtype=np.int64), _EMPTY, _EMPTY))
@@ -231,8 +231,8 @@ def measure_planner(policy: str, data: Path, spec: CalibrationSpec) -> PlannerFi
     can be told apart.
     """
     ds = ColumnarDataset.open(data)
-    offsets = np.cumsum([0, *ds.cardinalities])[:-1].astype(np.int64)
-    num_rows = int(sum(ds.cardinalities))
+    layout = TableLayout.of(ds)
+    offsets, num_rows = layout.offsets, layout.num_rows
     b, short, long = spec.run.data.batch_size, spec.steps, _long_run(spec)
     xs, ys = [], []
     for _ in range(spec.repeats):
@@ -264,14 +264,13 @@ class _ComputeLoop:
     """The body of ``hotpipe.train.loop.train_steps`` on pre-made random batches."""
 
     def __init__(self, spec: CalibrationSpec) -> None:
-        from hotpipe.train.run import make_dense_optimizer
+        from hotpipe.train.builders import build_dense_optimizer, build_model
 
         run, b = spec.run, spec.run.data.batch_size
         rows, dim = 1024 * spec.tables, run.model.embedding_dim
         opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=dim)
-        self.model = DLRM(num_dense=spec.num_dense, num_tables=spec.tables, embedding_dim=dim,
-                          bottom=list(run.model.bottom), top=list(run.model.top))
-        self.dense_opt = make_dense_optimizer(run, self.model)
+        self.model = build_model(run.model, num_dense=spec.num_dense, num_tables=spec.tables)
+        self.dense_opt = build_dense_optimizer(run.optim, self.model.parameters())
         self.emb = SparseEmbedding(store=SlotStore.allocate(rows, dim, opt), optimizer=opt)
         g = torch.Generator().manual_seed(spec.seed)
         self.batches = [(torch.rand(b, spec.num_dense, generator=g),
@@ -301,15 +300,15 @@ class _MoverLoop:
         run = spec.run
         self.ds = ColumnarDataset.open(data)
         self.loader = BatchLoader(self.ds, batch_size=run.data.batch_size, drop_last=True)
-        self.offsets = np.cumsum([0, *self.ds.cardinalities])[:-1].astype(np.int64)
-        self.num_rows = int(sum(self.ds.cardinalities))
+        self.layout = TableLayout.of(self.ds)
+        self.offsets, self.num_rows = self.layout.offsets, self.layout.num_rows
         dim = run.model.embedding_dim
         opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=dim)
         self.capacity = min(self.num_rows, max(int(0.1 * self.num_rows),
                                                2 * run.data.batch_size * self.ds.num_tables))
         backing = HostBacking(cardinalities=self.ds.cardinalities, dim=dim, optimizer=opt, seed=0)
         self.store = TieredStore(cache=SlotStore.allocate(self.capacity, dim, opt), backing=backing,
-                                 table_bounds=np.cumsum([0, *self.ds.cardinalities]))
+                                 layout=self.layout)
         self.units = 0
         self.stop = threading.Event()
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError, ConfigError
-from hotpipe.profile.costmodel import Candidate, Prediction, Workload, predict
-from hotpipe.profile.hardware import Hardware
-from hotpipe.profile.movement import StepTrace, TrainTrace, trace_movement
-from hotpipe.profile.ranks import hottest_rows, predict_ranks
+from hotpipe.placement.costmodel import Candidate, Prediction, Workload, predict
+from hotpipe.placement.hardware import Hardware
+from hotpipe.placement.movement import StepTrace, trace_movement
+from hotpipe.placement.ranks import hottest_rows, predict_ranks
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,14 @@
 SCARS's idea — choose placement with a cost model — made checkable: every
 input is either counted exactly or measured.
 
-- **Rows moved** come from the planner itself (:mod:`hotpipe.profile.movement`),
+- **Rows moved** come from the planner itself (:mod:`hotpipe.placement.movement`),
   so the predicted traffic *equals* the simulator's for the configuration.
 - **Time per unit of work** comes from the machine's measured rates
-  (:mod:`hotpipe.profile.hardware`, measured by ``hotpipe calibrate``):
+  (:mod:`hotpipe.placement.hardware`, measured by ``hotpipe calibrate``):
   planning per lookup and per miss, applying a plan per row fetched and per
   row written back on each backing tier, reading a batch, computing a step.
 - **How the work overlaps** is the tiered feed's own pipeline, replayed by
-  :func:`~hotpipe.profile.pipeline.replay_pipeline` with measured contention.
+  :func:`~hotpipe.placement.pipeline.replay_pipeline` with measured contention.
 
 Per step ``s`` (``B`` samples, ``L`` lookups, ``M`` misses, ``F`` rows
 fetched, ``W`` rows written back)::
@@ -40,9 +40,10 @@ import numpy as np
 
 from hotpipe.config import RunConfig
 from hotpipe.errors import ConfigError
-from hotpipe.profile.hardware import Hardware
-from hotpipe.profile.movement import StepTrace
-from hotpipe.profile.pipeline import replay_pipeline
+from hotpipe.placement.hardware import Hardware
+from hotpipe.placement.movement import StepTrace
+from hotpipe.placement.pipeline import replay_pipeline
+from hotpipe.storage.slots import FLOAT_BYTES
 
 #: Settings a compute measurement must share with the run it predicts.
 MODEL_KEYS = ("embedding_dim", "bottom", "top", "tables", "embedding_optimizer", "dense_optimizer",
@@ -112,7 +113,7 @@ class Workload:
     @property
     def row_bytes(self) -> int:
         """A row in a tier: weights + optimizer state, fp32."""
-        return (self.dim + self.state_width) * 4
+        return (self.dim + self.state_width) * FLOAT_BYTES
 
 
 @dataclass
@@ -214,8 +215,8 @@ def predict(c: Candidate, trace: StepTrace, work: Workload, hw: Hardware) -> Pre
     """Predict one single-rank configuration from its planned trace.
 
     Args:
-        c: the configuration (``ranks == 1``; see :mod:`hotpipe.profile.ranks`).
-        trace: :func:`~hotpipe.profile.movement.trace_movement` of ``c`` (for
+        c: the configuration (``ranks == 1``; see :mod:`hotpipe.placement.ranks`).
+        trace: :func:`~hotpipe.placement.movement.trace_movement` of ``c`` (for
             ``policy="none"``, any trace of the same steps: only batch sizes are used).
         work: what is trained.
         hw: the machine.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hotpipe.profile.hardware import Overlap
+from hotpipe.placement.hardware import Overlap
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What the cost model knows about a machine: measured rates, saved as JSON.
 
 Every rate is a small linear fit measured by ``hotpipe calibrate``
-(:mod:`hotpipe.profile.calibrate`) on the code paths training runs, or given
+(:mod:`hotpipe.placement.calibrate`) on the code paths training runs, or given
 by hand in the same JSON for a machine that cannot be measured here::
 
     {

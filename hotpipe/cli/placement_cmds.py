@@ -1,7 +1,5 @@
-"""`hotpipe profile | calibrate | plan`: know before you train (issue #4).
+"""`hotpipe calibrate | plan`: where rows should live, and how fast that trains.
 
-- ``profile``: skew, hot set per budget, hot samples, reuse distance and drift
-  of a dataset's embedding accesses -> REPORT/profile.{json,md} + plots.
 - ``calibrate``: measure this machine's rates for the cost model -> hw.json.
 - ``plan``: search tier configurations that fit a memory budget and print the
   best few with predicted samples/s, hit rate, bytes moved and memory per tier.
@@ -11,29 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hotpipe.capacity import parse_size
 from hotpipe.errors import ConfigError
 
 if TYPE_CHECKING:
     from hotpipe.config import RunConfig
-    from hotpipe.profile.costmodel import Prediction
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
-_UNITS = {None: 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
-          "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-
-
-def parse_size(text: str, key: str) -> int:
-    """``"64MiB"`` -> 67108864; a bare number is bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ConfigError(key, f"expected a size like 64MiB or 8GiB, found {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
-
+    from hotpipe.placement.costmodel import Prediction
 
 def _ints(text: str, key: str) -> tuple[int, ...]:
     try:
@@ -50,19 +35,6 @@ def _log(msg: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("profile", help="profile a dataset's embedding accesses (skew, hot set, reuse, drift)",
-                       description="Profile the embedding accesses of a dataset before training on it.")
-    p.add_argument("--data", required=True, help="dataset directory")
-    p.add_argument("--out", required=True, help="report directory (profile.json, profile.md, plots)")
-    p.add_argument("--exact", action="store_true", help="count every row exactly (small data)")
-    p.add_argument("--sample", type=float, default=0.05, help="fraction of rows counted (default 0.05)")
-    p.add_argument("--budget", default="64MiB,1GiB", help="fast-tier budgets, comma-separated")
-    p.add_argument("--dim", type=int, default=64, help="embedding dim (sizes a row)")
-    p.add_argument("--optimizer", default="rowwise_adagrad", help="row optimizer (sizes its state)")
-    p.add_argument("--batch-size", type=int, default=2048, help="samples per step (reuse distance)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_profile)
-
     c = sub.add_parser("calibrate", help="measure this machine's rates for the cost model",
                        description="Microbenchmarks on the training code paths; writes hw.json. "
                                    "Model settings come from --config and key=value overrides.")
@@ -97,36 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.set_defaults(func=_plan)
 
 
-def _profile(args: argparse.Namespace) -> int:
-    from hotpipe.profile.profiler import ProfileSettings, profile_dataset
-    from hotpipe.profile.report import write_profile_report
-
-    budgets = tuple(parse_size(b, "--budget") for b in args.budget.split(",") if b.strip())
-    settings = ProfileSettings(exact=args.exact, sample=args.sample, batch_size=args.batch_size,
-                               dim=args.dim, optimizer=args.optimizer, budgets=budgets, seed=args.seed)
-    prof = profile_dataset(args.data, settings)
-    paths = write_profile_report(prof, args.out)
-    o = prof["overall"]
-    print(json.dumps({"report": str(Path(args.out) / "profile.md"),
-                      "top_share_pooled": o["top_share_pooled"],
-                      "budgets": [{k: b[k] for k in ("budget_bytes", "rows", "lookup_share", "hot_samples")}
-                                  for b in o["budgets"]],
-                      "files": [str(p) for p in paths]}, indent=2))
-    return 0
-
-
 def _run_config(args: argparse.Namespace, data: str | None) -> RunConfig:
     from hotpipe.config import load_config
 
-    overrides = list(args.overrides)
-    if data is not None:
-        overrides.append(f"data.path={data}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, list(args.overrides),
+                       values={"data.path": data} if data is not None else None)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     from hotpipe.data.columnar import ColumnarDataset
-    from hotpipe.profile.calibrate import CalibrationSpec, calibrate
+    from hotpipe.placement.calibrate import CalibrationSpec, calibrate
 
     cfg = _run_config(args, args.data)
     tables, dense = args.tables, 13
@@ -145,11 +97,11 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from hotpipe.data.columnar import ColumnarDataset
-    from hotpipe.profile.calibrate import CalibrationSpec, calibrate
-    from hotpipe.profile.costmodel import workload_from_config
-    from hotpipe.profile.hardware import Hardware
-    from hotpipe.profile.movement import TrainTrace
-    from hotpipe.profile.search import SearchSpace, search
+    from hotpipe.data.loader import TrainTrace
+    from hotpipe.placement.calibrate import CalibrationSpec, calibrate
+    from hotpipe.placement.costmodel import workload_from_config
+    from hotpipe.placement.hardware import Hardware
+    from hotpipe.placement.search import SearchSpace, search
 
     cfg = _run_config(args, args.data)
     ds = ColumnarDataset.open(args.data)

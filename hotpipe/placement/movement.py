@@ -13,14 +13,15 @@ the final flush (the end-of-run checkpoint).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from hotpipe.data.columnar import ColumnarDataset
-from hotpipe.data.loader import BatchLoader, split_loaders
+from hotpipe.data.loader import TrainTrace
 from hotpipe.plan.planner import Planner
+
+__all__ = ["StepTrace", "TrainTrace", "trace_movement"]
 
 
 @dataclass(frozen=True)
@@ -104,38 +105,3 @@ def trace_movement(steps: Iterable[np.ndarray], *, num_rows: int, capacity: int,
     return StepTrace(lookups=arr[:, 0], unique=arr[:, 1], misses=arr[:, 2], fetched=arr[:, 3],
                      evicted=arr[:, 4], written_back=arr[:, 5], flushed=int(np.count_nonzero(dirty)),
                      batch_sizes=arr[:, 6])
-
-
-class TrainTrace:
-    """The steps ``hotpipe.train.run.train`` would run, as global ids.
-
-    Built with the same :func:`~hotpipe.data.loader.split_loaders` call as
-    training (same batch size, validation split, ``drop_last``), so a plan
-    of this trace is the plan the tiered feed makes. Sized like the feed's
-    :class:`~hotpipe.data.loader.IdStream`: a policy that looks at the
-    trace's length (``static`` sizes its profile by it) must see the same
-    thing here.
-
-    Args:
-        ds: the dataset.
-        batch_size, val_fraction: as in the run's ``data`` config.
-        max_steps: stop after this many steps (0: all training steps).
-    """
-
-    def __init__(self, ds: ColumnarDataset, *, batch_size: int, val_fraction: float,
-                 max_steps: int = 0) -> None:
-        self.loader: BatchLoader = split_loaders(ds, batch_size=batch_size, val_fraction=val_fraction)[0]
-        self.offsets = np.cumsum([0, *ds.cardinalities])[:-1].astype(np.int64)
-        self.num_rows = int(sum(ds.cardinalities))
-        n = len(self.loader)
-        self.steps = n if not max_steps else min(max_steps, n)
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self.loader.id_stream(self.offsets, 0, self.steps))
-
-    def batch_sizes(self) -> np.ndarray:
-        """(S,) samples per step (training drops a short last batch, so all are B)."""
-        return np.full(self.steps, self.loader.batch_size, dtype=np.int64)
