@@ -243,3 +243,21 @@ def test_val_file_uses_the_training_vocabulary_and_counts_oov(tmp_path: Path,
     assert ds.manifest["val"]["fingerprint"] == v.fingerprint
     assert main(["verify", str(tmp_path / "ds")]) == 0
     assert capsys.readouterr().out.count("ok ") == 2
+
+
+def test_sort_by_iso_times_applies_to_train_and_val_and_rejects_bad_times(tmp_path: Path) -> None:
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    train.write_text("t,y,u\n2024-01-03 10:00:00,1,c\n2024-01-01T09:00:00,0,a\n2024-01-02 00:00:00,1,b\n")
+    val.write_text("t,y,u\n2024-02-02,1,b\n2024-02-01,0,a\n")
+    schema = {"label": "y", "categorical": ["u"], "sort_by": "t"}
+    prepare_tabular([train], tmp_path / "ds", schema=schema, val=[val], progress=False)
+    ds = ColumnarDataset.open(tmp_path / "ds")
+    v = ds.open_val()
+    assert v is not None
+    assert strings(tmp_path / "ds", ds, 0) == ["a", "b", "c"] and ds.label.tolist() == [0, 1, 1]
+    assert v.label.tolist() == [0, 1] and v.sparse[:, 0].tolist() == [int(ds.sparse[0, 0]), int(ds.sparse[1, 0])]
+    val.write_text("t,y,u\n2024-02-02,1,b\nyesterday,0,a\n")
+    with pytest.raises(DataFormatError) as e:
+        prepare_tabular([train], tmp_path / "ds2", schema=schema, val=[val], progress=False)
+    assert (e.value.path, e.value.line, e.value.field, e.value.found) == (str(val), 3, "t", "yesterday")
+    assert not (tmp_path / "ds2").exists()

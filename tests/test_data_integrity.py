@@ -191,10 +191,11 @@ def test_stale_temp_folders_of_dead_writers_are_removed(tmp_path: Path) -> None:
     dead = tmp_path / f".ds.tmp-{host}-999999999"
     live = tmp_path / f".ds.tmp-{host}-{os.getppid()}"  # a live process
     remote = tmp_path / ".ds.tmp-otherhost-999999999"  # another machine's: not ours to judge
-    for p in (dead, live, remote):
+    legacy = tmp_path / ".ds.tmp-999999998"  # the naming before hosts were recorded
+    for p in (dead, live, remote, legacy):
         (p / "x").mkdir(parents=True)
     summary = prepare_criteo([criteo_file(tmp_path / "in.txt")], tmp_path / "ds", progress=False)
-    assert not dead.exists() and live.exists() and remote.exists()
+    assert not dead.exists() and not legacy.exists() and live.exists() and remote.exists()
     assert any("removed abandoned" in n for n in summary.notes)
 
 
@@ -213,6 +214,21 @@ def test_full_disk_is_a_resource_error_and_removes_the_temp_dir(tmp_path: Path, 
         with pytest.raises(ResourceError, match="disk full"):
             prepare_criteo([src], tmp_path / "ds", progress=False, chunk_rows=32)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_synth_overwrite_and_full_disk_use_the_same_writer(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hotpipe.data.synth import synthesize
+
+    out = tmp_path / "syn"
+    synthesize(out, rows=500, scale=0.0001, progress=False)
+    fp = ColumnarDataset.open(out).fingerprint
+
+    def full(f, data):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    monkeypatch.setattr(columnar, "_write_all", full)
+    with pytest.raises(ResourceError, match="disk full"):
+        synthesize(out, rows=800, scale=0.0001, progress=False, overwrite=True)
+    assert ColumnarDataset.open(out).fingerprint == fp and sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
 
 
 def test_out_that_is_a_file_or_a_foreign_folder(tmp_path: Path) -> None:

@@ -54,7 +54,8 @@ def _abandoned(name: str, prefix: str) -> bool:
     """Whether ``.DIR.<kind>-<host>-<pid>`` was left by a dead process of this host."""
     tag = name[len(prefix):]
     host, _, pid = tag.rpartition("-")
-    if not pid.isdigit() or host != owner_tag().rpartition("-")[0]:
+    # "" is the older ".DIR.tmp-<pid>" naming, written before hosts were recorded: judged as ours.
+    if not pid.isdigit() or host not in ("", owner_tag().rpartition("-")[0]):
         return False  # another machine's (shared filesystem): not ours to judge
     return int(pid) != os.getpid() and not _pid_alive(int(pid))
 

@@ -140,8 +140,27 @@ def _order_key(col: pa.Array, path: str, name: str) -> tuple[np.ndarray, np.ndar
             ts = pc.cast(pc.cast(col, pa.timestamp("ns")), pa.int64())
             return ts.to_numpy(zero_copy_only=False).astype(np.float64), pc.is_null(ts).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # some value is neither a number nor a time: those rows stay bad
+            return _order_key_slowly(col.to_pylist())
     return values, bad
+
+
+def _order_key_slowly(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Error path of :func:`_order_key`: value by value, so only the bad rows are bad."""
+    from datetime import datetime, timezone
+
+    keys, bad = np.zeros(len(texts)), np.zeros(len(texts), bool)
+    for i, t in enumerate(texts):
+        try:
+            keys[i] = float(t)  # type: ignore[arg-type]
+            continue
+        except (TypeError, ValueError):
+            pass
+        try:
+            d = datetime.fromisoformat(str(t).strip())
+            keys[i] = (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp() * 1e9
+        except ValueError:
+            bad[i] = True
+    return keys, bad
 
 
 def _to_chunk(batch: pa.RecordBatch, schema: TabularSchema, path: str, first_line: int,
