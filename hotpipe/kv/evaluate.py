@@ -127,13 +127,15 @@ def evaluate(model: Any, tokenizer: Any, prompts: torch.Tensor, cont: torch.Tens
             say(f"prefill ({scorer} scores): {time.perf_counter() - t0:.1f}s")
         return bases[scorer]
 
+    # window/streaming/full need no prompt scores: they fork from whichever prefill exists
+    scorers = [p for p in ("keyformer", "h2o") if p in policies] or ["h2o"]
     plan = [("full", 1.0)] + [(p, kv) for p in policies for kv in budgets]
     rows: list[Row] = []
     full_text: list[str] = []
     for policy, kv in plan:
         if policy not in ("keyformer", "h2o", "streaming", "window", "full"):
             raise ConfigError("kv.policy", f"unknown policy {policy!r}")
-        cache0, first = base("keyformer" if policy == "keyformer" else "h2o")
+        cache0, first = base(policy if policy in scorers else scorers[0])
         t0 = time.perf_counter()
         nll = teacher_forced_nll(model, cache0.fork(kv, policy=policy, tau_steps=cont.shape[1]), first, cont)
         gcache = cache0.fork(kv, policy=policy, tau_steps=gen_tokens)
@@ -142,8 +144,12 @@ def evaluate(model: Any, tokenizer: Any, prompts: torch.Tensor, cont: torch.Tens
         if policy == "full":
             full_text = text
         kv_bytes, state_bytes = gcache.held_bytes()
+        budget = gcache.kv_layers[0].budget or 0
+        held = set(gcache.kept_lengths())
+        if policy != "full" and held != {budget}:  # the claim "KV bytes = budget" checked, not assumed
+            raise AssertionError(f"{policy} kv={kv}: layers hold {sorted(held)} tokens, budget {budget}")
         per_prompt = [math.exp(v) for v in nll.mean(dim=1).tolist()]
-        row = Row(policy=policy, kv=kv, budget=gcache.kv_layers[0].budget or 0,
+        row = Row(policy=policy, kv=kv, budget=budget,
                   nll=nll.mean().item(), ppl=math.exp(nll.mean().item()), ppl_prompts=per_prompt,
                   rouge=rouge(full_text, text), kv_bytes=kv_bytes, state_bytes=state_bytes,
                   decode_tok_s=toks.shape[0] * (gen_tokens - 1) / spent if spent else 0.0)
