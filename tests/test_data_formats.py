@@ -193,7 +193,8 @@ def test_ffm_fields_values_and_bad_tokens(tmp_path: Path) -> None:
     fields_present = [{int(f) for f, _, _ in toks} for _, toks in ref]
     assert [[int(ds.sparse[r, t]) != 0 for t in range(4)] for r in range(3)] == \
         [[t in fp for t in range(4)] for fp in fields_present]  # hash row 0 = missing
-    assert any("value other than 1" in n for n in s.notes)
+    assert any("1 of 7 tokens had a value other than 1" in n for n in s.notes)
+    assert ds.manifest["values_not_one"] == 1 and ds.manifest["source_format"] == "ffm"
     assert ds.sparse[0, 0] == ds.sparse[2, 0]  # the same index, the same row
     for bad, field, found in (("1 0:5:1 1:x:1\n", "token", "1:x:1"), ("2 0:5:1\n", "label", "2"),
                               ("1 0:5:1 0:6:1\n", "f0", "the field appears twice on the line")):

@@ -16,8 +16,11 @@ Measured on this shared 2-core machine (one thread, best of several runs,
 other jobs running): the 8k-line Criteo sample end to end in 56 ms, i.e.
 ~140k lines/s with vocab encoding (fixed costs: fsync, 52 vocabulary files)
 and ~330k with hash; the sample repeated to 1.6M lines: ~200k lines/s
-(vocab), ~330k (hash), ~115k from gzip. libSVM (10 tokens a line): ~90k
-lines/s parse only. ``hotpipe prepare`` prints lines/s for every run.
+(vocab), ~330k (hash), ~115k from gzip. libSVM/libFM with 10 tokens a line
+(per-line parser): ~90k lines/s parse only, ~57k end to end with vocab; FFM
+~34k (plus its field pre-scan) -- measured with the machine loaded (load 5 on
+2 cores), where Criteo ran at ~58k (vocab) / ~74k (hash). ``hotpipe prepare``
+prints lines/s for every run.
 """
 
 from __future__ import annotations
@@ -184,6 +187,7 @@ def prepare_libsvm(inputs: Sequence[PathLike] | PathLike, out: PathLike, *, form
 
     def notes() -> list[str]:
         st = reader.stats
+        extras["values_not_one"] = st.values_not_one  # train + val tokens: asked after both are read
         if not st.values_not_one:
             return []
         return [f"{st.values_not_one:,} of {st.tokens:,} tokens had a value other than 1; embeddings have "
@@ -194,8 +198,7 @@ def prepare_libsvm(inputs: Sequence[PathLike] | PathLike, out: PathLike, *, form
                               if isinstance(feature_map, (str, os.PathLike)) else None}
     job = Job(read, paths, reader.tables, (), dense_identity, sum(map(_size, paths + val_paths)), val_paths,
               extras, notes=notes)
-    summary = run(job, out, spec, progress=progress, overwrite=overwrite)
-    return summary
+    return run(job, out, spec, progress=progress, overwrite=overwrite)
 
 
 def _scan(p: Path, fn: Callable[[Path], int]) -> int:
