@@ -59,7 +59,7 @@ def test_never_evicting_cache_is_bit_identical_to_dynamic_cache(model, ids, cfg)
 
 
 @pytest.mark.parametrize("policy", ["keyformer", "h2o", "streaming", "window"])
-@pytest.mark.parametrize("kv", [0.3, 0.5])
+@pytest.mark.parametrize("kv", [pytest.param(0.3, marks=pytest.mark.slow), 0.5])
 def test_physical_length_is_the_budget_at_every_step(model, ids, policy, kv):
     cache = KVCache(KVConfig(policy=policy, kv=kv, sinks=2, tau_steps=T))
     _, lengths = _run(model, cache, ids)
@@ -143,7 +143,8 @@ def test_keyformer_is_deterministic_per_seed(model, ids):
     assert not all(torch.equal(x, y) for x, y in zip(a[2], c[2], strict=True))
 
 
-@pytest.mark.parametrize("policy", ["keyformer", "h2o", "window", "streaming", "full"])
+@pytest.mark.parametrize("policy", ["keyformer", "window", *(pytest.param(p, marks=pytest.mark.slow)
+                                                               for p in ("h2o", "streaming", "full"))])
 def test_fork_equals_prefilling_at_that_budget(model, ids, policy):
     scorer = "keyformer" if policy == "keyformer" else "h2o"
     base = KVCache(KVConfig(policy=scorer, kv=1.0, sinks=2, tau_steps=T))
@@ -158,6 +159,7 @@ def test_fork_equals_prefilling_at_that_budget(model, ids, policy):
     assert _kept(forked) == _kept(direct)
 
 
+@pytest.mark.slow
 def test_left_padded_batch_matches_each_prompt_alone(model, ids):
     short = ids[:, 5:P]
     pad = torch.zeros(1, 5, dtype=torch.long)

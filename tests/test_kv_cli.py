@@ -34,6 +34,7 @@ def tiny_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["keyformer", "window", "full"])
 def test_generate_keeps_the_budget(tiny_dir, capsys, policy):
     rc = main(["kv", "generate", "--model", str(tiny_dir), "--prompt-file", str(tiny_dir / "prompt.txt"),

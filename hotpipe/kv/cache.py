@@ -42,6 +42,9 @@ class KVLayer(DynamicLayer):
         scores: ``(B, Hkv, L)`` float32 accumulated scores (scored policies).
         seen: tokens this layer has seen, kept or not.
         budget: tokens kept after the prompt; ``None`` until the prompt is seen.
+
+    The first forward pass is the prompt (``generate`` prefills in one pass);
+    the budget is ``config.budget`` of its length.
     """
 
     is_croppable = False  # evicted tokens cannot be restored (assisted decoding needs it)
@@ -105,8 +108,10 @@ class KVLayer(DynamicLayer):
         if cfg.policy in SCORED_POLICIES:
             self._accumulate(logits, allowed, h)
         self.pending = False
-        if self.budget is None:
+        if self.budget is None:  # this forward was the prompt: the budget is fixed now
             self.budget = cfg.budget(self.seen)
+            if cfg.evicts:
+                cfg.split(self.budget)  # a budget too small for the sinks fails here, named
         else:
             self.decode_steps += 1
         if cfg.evicts and self.keys.shape[-2] > self.budget:
