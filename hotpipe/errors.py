@@ -67,7 +67,9 @@ class CapacityError(HotpipeError):
 
     def __init__(self, message: str, *, needed: int, capacity: int) -> None:
         self.needed, self.capacity = needed, capacity
-        super().__init__(f"{message}: need at least {needed} rows of fast-tier capacity, have {capacity}")
+        super().__init__(f"{message}: need at least {needed} rows of fast-tier capacity, have "
+                         f"{capacity} (a smaller data.batch_size or cache.depth pins fewer rows "
+                         "at once; cache.capacity raises the capacity)")
 
 
 class CheckpointError(HotpipeError):

@@ -14,8 +14,9 @@ A batch of ``B`` samples over ``T`` embedding tables::
         and are sum-pooled.
     labels  (B,) float32 in {0, 1}
 
-Ids are *local* to their table (0 <= id < cardinality[t]); the model adds the
-table offsets itself.
+Ids are *local* to their table (0 <= id < cardinality[t]); the feeds turn
+them into global rows with the dataset's :class:`~hotpipe.data.layout.TableLayout`
+(the model only ever sees slots).
 """
 
 from __future__ import annotations

@@ -93,8 +93,14 @@ def search(trace: TrainTrace, space: SearchSpace, work: Workload, hw: Hardware, 
         log: progress messages.
 
     Returns:
-        (predictions sorted by samples/s descending, ties by less fast-tier
-        memory; ``"label: reason"`` for each candidate that cannot run).
+        (predictions sorted by samples/s descending, ties by higher hit rate,
+        then fewer bytes moved, then less fast-tier memory; ``"label: reason"``
+        for each candidate that cannot run).
+
+    Raises:
+        CapacityError: no candidate can run; ``needed`` is the smallest
+            fast-tier capacity (rows) that would, and the message says the
+            memory that holds it.
     """
     cands = enumerate_candidates(space, work)
     if not cands:
@@ -103,6 +109,7 @@ def search(trace: TrainTrace, space: SearchSpace, work: Workload, hw: Hardware, 
     hot: dict[int, np.ndarray] = {}
     preds: list[Prediction] = []
     skipped: list[str] = []
+    need = work.num_rows  # smallest capacity a skipped candidate would have needed
     for c in cands:
         if c.ranks > 1:
             if c.replicated not in hot:
@@ -111,25 +118,33 @@ def search(trace: TrainTrace, space: SearchSpace, work: Workload, hw: Hardware, 
                 preds.append(predict_ranks(c, trace, work, hw, hot[c.replicated]))
             except CapacityError as e:
                 skipped.append(f"{c.label()}: {e}")
+                need = min(need, e.needed)
             continue
         key = (c.policy, c.capacity, c.window, c.depth)
         if key not in traces:
-            traces[key] = _plan_trace(c, trace, work, log, skipped)
+            try:
+                traces[key] = _plan_trace(c, trace, work, log)
+            except CapacityError as e:
+                traces[key] = None
+                skipped.append(f"{c.policy} cap={c.capacity:,} W={c.window} d={c.depth}: {e}")
+                need = min(need, e.needed)
         st = traces[key]
         if st is not None:
             preds.append(predict(c, st, work, hw))
-    preds.sort(key=lambda p: (-p.samples_per_s, p.memory["fast"]))
+    if not preds:
+        raise CapacityError(
+            f"no configuration fits --memory {space.memory} bytes: the smallest fast tier that can "
+            f"run holds {need:,} rows = {need * work.row_bytes:,} bytes (try --memory "
+            f"{-(-need * work.row_bytes // 2**20)}MiB or more)", needed=need,
+            capacity=space.memory // work.row_bytes)
+    preds.sort(key=lambda p: (-p.samples_per_s, -p.hit_rate, p.bytes_moved, p.memory["fast"]))
     return preds, skipped
 
 
-def _plan_trace(c: Candidate, trace: TrainTrace, work: Workload, log: Callable[[str], None],
-                skipped: list[str]) -> StepTrace | None:
+def _plan_trace(c: Candidate, trace: TrainTrace, work: Workload,
+                log: Callable[[str], None]) -> StepTrace:
     if c.policy == "none":
         return StepTrace.untiered(trace.batch_sizes())
     log(f"planning {c.policy} capacity={c.capacity:,} window={c.window} depth={c.depth}")
-    try:
-        return trace_movement(trace, num_rows=work.num_rows, capacity=c.capacity, window=c.window,
-                              depth=c.depth, policy=c.policy)
-    except CapacityError as e:
-        skipped.append(f"{c.policy} cap={c.capacity:,} W={c.window} d={c.depth}: {e}")
-        return None
+    return trace_movement(trace, num_rows=work.num_rows, capacity=c.capacity, window=c.window,
+                          depth=c.depth, policy=c.policy)
