@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hotpipe.cli import main
 from hotpipe.data.columnar import ColumnarDataset
@@ -262,3 +264,45 @@ def test_sort_by_iso_times_applies_to_train_and_val_and_rejects_bad_times(tmp_pa
         prepare_tabular([train], tmp_path / "ds2", schema=schema, val=[val], progress=False)
     assert (e.value.path, e.value.line, e.value.field, e.value.found) == (str(val), 3, "t", "yesterday")
     assert not (tmp_path / "ds2").exists()
+
+
+# ------------------------------------------- the vectorized libSVM path vs the per-line reference
+
+_token = st.tuples(st.integers(0, 3), st.integers(0, 10**12), st.sampled_from(["1", "1", "0.5", "2", "1e-3", "-1"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.tuples(st.sampled_from(["1", "-1", "0", "+1", "1.0"]), st.lists(_token, max_size=4)),
+                      min_size=1, max_size=30),
+       fmt=st.sampled_from(["ffm", "libsvm"]))
+def test_fast_tokenizer_matches_the_per_line_parser(lines: list, fmt: str) -> None:
+    from hotpipe.data.libsvm import LibsvmReader
+
+    def tok(f: int, i: int, v: str) -> str:
+        return f"{f}:{i}:{v}" if fmt == "ffm" else f"{i}:{v}"
+    # ffm: one token per field (drop repeats); libsvm positional: every line 2 tokens.
+    rows = []
+    for label, toks in lines:
+        if fmt == "ffm":
+            toks = list({f: (f, i, v) for f, i, v in toks}.values())
+        else:
+            toks = (toks + [(0, 7, "1"), (0, 8, "1")])[:2]
+        rows.append(" ".join([label, *(tok(*t) for t in toks)]))
+    block = ("\n".join(rows) + "\n").encode()
+    fast_reader = LibsvmReader(fmt, num_fields=4 if fmt == "ffm" else 2)
+    slow_reader = LibsvmReader(fmt, num_fields=4 if fmt == "ffm" else 2)
+    fast = fast_reader._fast_chunk(block)
+    slow = slow_reader._chunk(block.split(b"\n")[:-1], "x", 1, skip=False)
+    assert fast is not None
+    for name in ("label", "keys", "missing"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    assert fast_reader.stats == slow_reader.stats
+
+
+@pytest.mark.parametrize("block", [b"1 1:1\t2:1\n", b"1 1:1\r\n", b"1  1:1\n", b"1 1:1:1\n", b"1 x:1\n",
+                                   b"1 1:1 \n", b"1 1:1\n\n0 2:1\n", b"123456789 1:1\n", b"2 1:1\n",
+                                   b"1 1:1 1:2\n"])
+def test_irregular_blocks_go_to_the_per_line_parser(block: bytes) -> None:
+    from hotpipe.data.libsvm import LibsvmReader
+
+    assert LibsvmReader("libsvm", num_fields=1)._fast_chunk(block) is None

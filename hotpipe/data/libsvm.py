@@ -30,8 +30,10 @@ report ``values_not_one``), never silently.
 Feature-index file: one feature per line, ``INDEX FIELD [anything else]``
 (whitespace separated, ``#`` starts a comment), e.g. ``407 user 1432``.
 
-Parsing is per line in Python (``bytes.split`` does the scanning), numbers are
-converted per chunk by numpy; see the ``prepare`` module docstring for lines/s.
+Regular blocks (single spaces, well-formed tokens) are tokenized with numpy
+over their bytes (``svm_fast.py``); a block with anything irregular or a bad
+line goes through the per-line parser here, which names the line and is the
+reference the fast path is tested against. Lines/s: ``prepare``'s docstring.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hotpipe.data import svm_fast
 from hotpipe.data.criteo import SourceStream, open_source
 from hotpipe.data.encoding import BadLine, RawChunk
 from hotpipe.data.schema import LabelRule
@@ -131,6 +134,13 @@ def rule_label(rule: LabelRule) -> Callable[[str], int | None]:
     return apply
 
 
+def _has_repeats(lin: np.ndarray, size: int) -> bool:
+    """Whether a (row, field) cell index repeats: one scatter, no sort or hash."""
+    seen = np.zeros(size, bool)
+    seen[lin] = True
+    return int(seen.sum()) != lin.shape[0]
+
+
 def _or_minus1(v: int | None) -> int:
     return -1 if v is None else v
 
@@ -209,9 +219,41 @@ class LibsvmReader:
             carry = buf[cut:]
             if not cut:
                 continue
-            lines = buf[:cut].split(b"\n")[:-1]
-            yield self._chunk(lines, path, line_no, on_bad_line == "skip")
-            line_no += len(lines)
+            block = buf[:cut]
+            yield self._fast_chunk(block) or self._chunk(block.split(b"\n")[:-1], path, line_no,
+                                                         on_bad_line == "skip")
+            line_no += block.count(b"\n")
+
+    def _fast_chunk(self, block: bytes) -> RawChunk | None:
+        """The vectorized path (``svm_fast.py``); None when the block is irregular or has a bad line."""
+        tok = svm_fast.tokenize(block, 3 if self.fmt == "ffm" else 2)
+        if tok is None:
+            return None
+        t = self.num_fields or 0
+        mapped = np.array([_or_minus1(self.label(u.decode("utf-8", "replace"))) for u in tok.label_texts])
+        label = mapped[tok.label_inv] if tok.n else np.zeros(0, np.int64)
+        index = tok.nums[:, -1]
+        if self.fmt == "ffm":
+            field = tok.nums[:, 0]
+        elif self.map is not None:
+            field = self.map.lookup(index)
+        else:
+            if tok.row_of.shape[0] != tok.n * t or (np.bincount(tok.row_of, minlength=tok.n) != t).any():
+                return None
+            field = np.tile(np.arange(t), tok.n)  # every line has exactly t tokens, in order
+        if (label < 0).any() or (field < 0).any() or (field >= t).any() or not np.isfinite(tok.value).all():
+            return None  # the per-line parser names the line
+        lin = tok.row_of * t + field
+        if self.fmt == "ffm" or self.map is not None:  # positional fields cannot repeat
+            if _has_repeats(lin, tok.n * t):
+                return None  # a field twice on a line
+        keys = np.zeros((tok.n, t), np.uint64)
+        missing = np.ones((tok.n, t), bool)
+        keys.ravel()[lin] = index.astype(np.uint64)
+        missing.ravel()[lin] = False
+        self.stats.tokens += int(lin.shape[0])
+        self.stats.values_not_one += int((tok.value != 1).sum())
+        return RawChunk(label=label.astype(np.float32), dense=np.zeros((tok.n, 0)), keys=keys, missing=missing)
 
     def _chunk(self, lines: list[bytes], path: str, first_line: int, skip: bool) -> RawChunk:
         t = self.num_fields or 0
@@ -250,14 +292,12 @@ class LibsvmReader:
         missing = np.ones((n, t), bool)
         ok = field >= 0
         lin = row_of[ok] * t + field[ok]
-        uniq, counts = np.unique(lin, return_counts=True)
+        uniq, counts = np.unique(lin, return_counts=True) if _has_repeats(lin, n * t) else (lin[:0], lin[:0])
         for dup in uniq[counts > 1][:_MAX_EXAMPLES * 4]:
             bad.setdefault(int(dup // t), (self.tables[int(dup % t)], "one token per field (one-hot)",
                                            "the field appears twice on the line"))
         keys.ravel()[lin] = index[ok].astype(np.uint64)
         missing.ravel()[lin] = False
-        self.stats.tokens += int(ok.sum())
-        self.stats.values_not_one += int((value[ok] != 1).sum())
         examples: tuple[BadLine, ...] = ()
         row_bad = np.zeros(n, bool)
         if bad:
@@ -267,6 +307,9 @@ class LibsvmReader:
             if not skip:
                 raise examples[0].to_error()
         good = ~row_bad
+        counted = ok & good[row_of] if row_of.size else ok
+        self.stats.tokens += int(counted.sum())
+        self.stats.values_not_one += int((value[counted] != 1).sum())
         return RawChunk(label=label[good], dense=np.zeros((int(good.sum()), 0)), keys=keys[good],
                         missing=missing[good], bad_count=int(row_bad.sum()), bad=examples)
 
