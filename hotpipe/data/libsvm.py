@@ -244,9 +244,9 @@ class LibsvmReader:
         if (label < 0).any() or (field < 0).any() or (field >= t).any() or not np.isfinite(tok.value).all():
             return None  # the per-line parser names the line
         lin = tok.row_of * t + field
-        if self.fmt == "ffm" or self.map is not None:  # positional fields cannot repeat
-            if _has_repeats(lin, tok.n * t):
-                return None  # a field twice on a line
+        # Positional fields cannot repeat; a field twice on a line goes to the per-line parser.
+        if (self.fmt == "ffm" or self.map is not None) and _has_repeats(lin, tok.n * t):
+            return None
         keys = np.zeros((tok.n, t), np.uint64)
         missing = np.ones((tok.n, t), bool)
         keys.ravel()[lin] = index.astype(np.uint64)
