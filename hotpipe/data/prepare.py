@@ -16,11 +16,12 @@ Measured on this shared 2-core machine (one thread, best of several runs,
 other jobs running): the 8k-line Criteo sample end to end in 56 ms, i.e.
 ~140k lines/s with vocab encoding (fixed costs: fsync, 52 vocabulary files)
 and ~330k with hash; the sample repeated to 1.6M lines: ~200k lines/s
-(vocab), ~330k (hash), ~115k from gzip. libSVM/libFM with 10 tokens a line
-(per-line parser): ~90k lines/s parse only, ~57k end to end with vocab; FFM
-~34k (plus its field pre-scan) -- measured with the machine loaded (load 5 on
-2 cores), where Criteo ran at ~58k (vocab) / ~74k (hash). ``hotpipe prepare``
-prints lines/s for every run.
+(vocab), ~330k (hash), ~115k from gzip. libSVM/libFM, 10 tokens a line: the
+vectorized tokenizer parses 2.5-3x as many lines/s as the per-line parser in
+the same run (~60k vs ~22k lines/s with the machine loaded to 14 on 2 cores,
+where the Criteo 1M-line run gave ~58k vocab / ~74k hash; ~90k for the
+per-line parser on a quieter machine). ``hotpipe prepare`` prints lines/s for
+every run.
 """
 
 from __future__ import annotations
