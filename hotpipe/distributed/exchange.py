@@ -1,0 +1,200 @@
+"""Rows to the ranks that look them up, gradients back to the ranks that own them.
+
+Every rank reads the same global batch, so every rank can work out, without
+asking, which rows each peer needs from it: the usual first all-to-all (of
+ids) is replaced by foresight, and each step moves only rows and gradients.
+
+One step, rank r of W (``U_r`` distinct ids among r's lookups, grouped by
+owner; ``S_r`` = rows r serves to all requesters, in requester order)::
+
+    route(needs)        needs[s]: (..,) global ids rank s looks up   (local, no traffic)
+    fetch(routes)       all_to_all: owner -> requester   send (S_r, D)  recv (U_r, D)
+                        -> (.., D) rows of r's lookups
+    push(routes, grad)  coalesce r's (.., D) lookup grads to (U_r, D), all_to_all back
+                        owner receives (S_r, D), one block per requester in rank order
+    apply(...)          owner sums each row's blocks in rank order, row optimizer
+
+Why exact: the row optimizer sees, per row, the sum of all lookups'
+gradients, as in one process. The only difference is association: one
+process sums a row's lookups left to right over the global batch; here each
+rank sums its own samples left to right and the owner adds those partial
+sums in rank order, ``(g1+g2) + (g3+g4)`` instead of ``((g1+g2)+g3)+g4``.
+A row looked up by one rank only gets bit-identical sums.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+
+from hotpipe.distributed.context import DistContext
+from hotpipe.distributed.sharding import RowSharding
+from hotpipe.model.embedding import SparseEmbedding
+from hotpipe.storage.slots import FLOAT_BYTES, SlotStore
+
+
+@dataclass
+class ExchangeStats:
+    """Cumulative traffic of one rank (rows to or from itself are not counted).
+
+    ``exchange_seconds`` is time spent waiting for all-to-alls; the dense
+    all-reduce is counted apart (``allreduce_*``).
+    """
+
+    steps: int = 0
+    rows_sent: int = 0
+    rows_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    exchange_seconds: float = 0.0
+    allreduce_bytes: int = 0  # payload handed to all_reduce (not wire bytes)
+    allreduce_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class StepRoutes:
+    """Who sends which rows to whom in one exchange; the same on every rank up to ``rank``.
+
+    Attributes:
+        shape: shape of this rank's lookups (e.g. (b, T)).
+        uniq: (U,) distinct global ids this rank looks up, grouped by owner
+            (owner order, ascending within an owner) — the order rows arrive in.
+        inverse: (L,) index into ``uniq`` of each lookup, L = prod(shape).
+        recv_counts: W ints, rows arriving from each owner.
+        serve: (S,) local slots of the rows this rank sends, requester by requester.
+        send_counts: W ints, rows sent to each requester.
+    """
+
+    shape: tuple[int, ...]
+    uniq: torch.Tensor
+    inverse: torch.Tensor
+    recv_counts: list[int]
+    serve: torch.Tensor
+    send_counts: list[int]
+
+
+class Handle:
+    """An exchange in flight; :meth:`wait` returns its result (STYLE: only the loop waits)."""
+
+    def __init__(self, work: object, result: torch.Tensor, finish: object, stats: ExchangeStats,
+                 ctx: DistContext, where: str) -> None:
+        self._work, self._result, self._finish = work, result, finish
+        self._stats, self._ctx, self._where = stats, ctx, where
+
+    def wait(self) -> torch.Tensor:
+        t0 = time.perf_counter()
+        with self._ctx.guard(self._where):
+            if self._work is not None:
+                self._work.wait()  # type: ignore[attr-defined]
+        self._stats.exchange_seconds += time.perf_counter() - t0
+        return self._finish(self._result)  # type: ignore[operator,no-any-return]
+
+
+class RowExchange:
+    """Row-wise sharded embedding rows for one rank: its store plus the exchange.
+
+    Args:
+        ctx: this rank's process group.
+        sharding: who owns which row.
+        store: this rank's rows (``build_shard_store``), slot = ``sharding.local(row)``.
+        embedding: the row optimizer over ``store`` (its ``update_rows`` is used).
+
+    Example:
+        >>> routes = ex.route([gids[:b], gids[b:]])            # doctest: +SKIP
+        >>> emb = ex.fetch(routes).wait().requires_grad_()     # (b, T, D)
+        >>> ... loss.backward(); ex.apply(routes, ex.push(routes, emb.grad).wait())
+    """
+
+    def __init__(self, *, ctx: DistContext, sharding: RowSharding, store: SlotStore,
+                 embedding: SparseEmbedding) -> None:
+        if store.num_slots != sharding.num_owned:
+            raise ValueError(f"rank {ctx.rank} owns {sharding.num_owned} rows, store has "
+                             f"{store.num_slots} slots")
+        self.ctx, self.sharding, self.store, self.embedding = ctx, sharding, store, embedding
+        self.stats = ExchangeStats()
+
+    def route(self, needs: Sequence[torch.Tensor]) -> StepRoutes:
+        """needs[s]: int64 global ids rank s looks up (any shape); computed alike on all ranks."""
+        w, r = self.ctx.world_size, self.ctx.rank
+        if len(needs) != w:
+            raise ValueError(f"route needs one id tensor per rank ({w}), got {len(needs)}")
+        serve, send_counts = [], []
+        uniq = inverse = recv_counts = None
+        for s, ids in enumerate(needs):
+            flat = ids.reshape(-1)
+            if s == r:
+                u, inv = torch.unique(flat, return_inverse=True)  # sorted
+                own = self.sharding.owner(u)
+                order = torch.argsort(own, stable=True)  # group by owner, ascending ids within
+                pos = torch.empty_like(order)
+                pos[order] = torch.arange(len(order))
+                uniq, inverse = u[order], pos[inv]
+                recv_counts = torch.bincount(own, minlength=w).tolist()
+            # Rows s needs from r, ascending: the order s expects them in from r.
+            u = torch.unique(flat)
+            mine = u[self.sharding.owner(u) == r]
+            serve.append(self.sharding.local(mine))
+            send_counts.append(len(mine))
+        assert uniq is not None and inverse is not None and recv_counts is not None
+        return StepRoutes(tuple(needs[r].shape), uniq, inverse, recv_counts, torch.cat(serve),
+                          send_counts)
+
+    def _count(self, sent_rows: int, recv_rows: int) -> None:
+        row_bytes = self.store.dim * FLOAT_BYTES
+        self.stats.rows_sent += sent_rows
+        self.stats.rows_received += recv_rows
+        self.stats.bytes_sent += sent_rows * row_bytes
+        self.stats.bytes_received += recv_rows * row_bytes
+
+    def _remote(self, counts: list[int]) -> int:
+        return sum(counts) - counts[self.ctx.rank]
+
+    def fetch(self, routes: StepRoutes) -> Handle:
+        """Start sending this rank's rows to their requesters; ``wait()`` -> (*shape, D)."""
+        d = self.store.dim
+        send = self.store.weights.index_select(0, routes.serve)  # (S, D)
+        recv = torch.empty(len(routes.uniq), d, dtype=send.dtype)  # (U, D), uniq order
+        with self.ctx.guard("row exchange (forward)"):
+            work = dist.all_to_all_single(recv, send, output_split_sizes=routes.recv_counts,
+                                          input_split_sizes=routes.send_counts,
+                                          group=self.ctx.group, async_op=True)
+        self._count(self._remote(routes.send_counts), self._remote(routes.recv_counts))
+        self.stats.steps += 1
+
+        def finish(rows: torch.Tensor) -> torch.Tensor:
+            return rows.index_select(0, routes.inverse).view(*routes.shape, d)
+
+        return Handle(work, recv, finish, self.stats, self.ctx, "row exchange (forward)")
+
+    def push(self, routes: StepRoutes, grad: torch.Tensor) -> Handle:
+        """Coalesce this rank's lookup gradients (*shape, D) and start sending them to
+        the owners; ``wait()`` -> (S, D) gradients of the rows this rank owns."""
+        d = self.store.dim
+        g = grad.reshape(-1, d)
+        # Duplicates summed in lookup order, as SparseEmbedding.apply_gradients does.
+        coalesced = torch.zeros(len(routes.uniq), d, dtype=g.dtype)
+        coalesced.index_add_(0, routes.inverse, g)
+        recv = torch.empty(len(routes.serve), d, dtype=g.dtype)
+        with self.ctx.guard("gradient exchange"):
+            work = dist.all_to_all_single(recv, coalesced, output_split_sizes=routes.send_counts,
+                                          input_split_sizes=routes.recv_counts,
+                                          group=self.ctx.group, async_op=True)
+        self._count(self._remote(routes.recv_counts), self._remote(routes.send_counts))
+        return Handle(work, recv, lambda x: x, self.stats, self.ctx, "gradient exchange")
+
+    def apply(self, routes: StepRoutes, grads: torch.Tensor) -> None:
+        """Sum each owned row's gradients over requesters in rank order; update the rows.
+
+        grads: (S, D) from :meth:`push`, aligned with ``routes.serve``.
+        """
+        uniq, inv = torch.unique(routes.serve, return_inverse=True)
+        coalesced = torch.zeros(len(uniq), grads.shape[1], dtype=grads.dtype)
+        coalesced.index_add_(0, inv, grads)  # sequential: rank 0's partial sum first
+        self.embedding.update_rows(uniq, coalesced)

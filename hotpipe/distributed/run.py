@@ -1,0 +1,211 @@
+"""The distributed recipe: build one rank's components, check the ranks agree, train, report.
+
+``torchrun --nproc-per-node W -m hotpipe train ...`` calls
+:func:`train_distributed` on every rank with its :class:`DistContext`. Rank 0
+owns the run directory (lock, config.yaml, losses.json, metrics.json); the
+others write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from hotpipe.config import RunConfig
+from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.layout import TableLayout
+from hotpipe.data.loader import BatchLoader, split_loaders
+from hotpipe.distributed.context import DistContext
+from hotpipe.distributed.exchange import RowExchange
+from hotpipe.distributed.loop import dist_train_steps, local_batch
+from hotpipe.distributed.sharding import RowSharding, build_shard_store
+from hotpipe.errors import ConfigError
+from hotpipe.model.dlrm import DLRM
+from hotpipe.model.embedding import SparseEmbedding
+from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.train import builders
+from hotpipe.train.evaluate import evaluate
+from hotpipe.train.feed import Feed
+from hotpipe.train.loop import LoopState
+from hotpipe.train.run import dataset_fingerprint
+from hotpipe.train.rundir import RunDir, dump_json, write_atomic
+
+# Keys ranks may disagree on: where each rank reads the data from.
+_LOCAL_KEYS = {"data.path", "train.progress", "train.threads"}
+
+
+@dataclass
+class DistComponents:
+    """One rank's share of a run: the same dense replica everywhere, its own rows."""
+
+    dataset: ColumnarDataset
+    layout: TableLayout
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    model: DLRM
+    dense_opt: torch.optim.Optimizer
+    row_opt: RowOptimizer
+    rows: RowExchange
+
+
+def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
+                          dataset: ColumnarDataset | None = None) -> DistComponents:
+    """Build rank ``ctx.rank``'s components from the config sections.
+
+    The dense model and its optimizer are built exactly as ``train/run.py``
+    builds them (same seed, same order), so every replica starts with the
+    single-process weights without a broadcast; only the rows are sharded.
+
+    Raises:
+        ConfigError: no dataset, B not a multiple of W, a table with fewer rows
+            than ranks, a tiered cache policy (not supported distributed yet).
+    """
+    if cfg.cache.policy != "none":
+        raise ConfigError("cache.policy", f"distributed runs keep each rank's rows untiered for "
+                                          f"now; expected 'none', found {cfg.cache.policy!r}")
+    if dataset is None:
+        if cfg.data.path is None:
+            raise ConfigError("data.path", "no dataset given (use --data DIR)")
+        dataset = ColumnarDataset.open(str(cfg.data.path))
+    layout = TableLayout.of(dataset)
+    local_batch(cfg.data.batch_size, ctx.world_size)
+    sharding = RowSharding(layout, world_size=ctx.world_size, rank=ctx.rank)
+    train_loader, val_loader = split_loaders(
+        dataset, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
+        max_val_rows=cfg.data.max_val_rows, epochs=cfg.train.epochs)
+    if len(train_loader) == 0:
+        raise ConfigError("data.batch_size", f"{cfg.data.batch_size} leaves no full training batch "
+                                             f"in {dataset.rows} rows")
+    dim = cfg.model.embedding_dim
+    torch.manual_seed(cfg.train.seed)  # as build_components: same seed, same weights
+    model = builders.build_model(cfg.model, num_dense=dataset.num_dense, num_tables=layout.num_tables)
+    dense_opt = builders.build_dense_optimizer(cfg.optim, model.parameters())
+    row_opt = builders.build_row_optimizer(cfg.optim, dim)
+    store = build_shard_store(sharding, dim=dim, optimizer=row_opt, seed=cfg.train.seed)
+    rows = RowExchange(ctx=ctx, sharding=sharding, store=store,
+                       embedding=SparseEmbedding(store=store, optimizer=row_opt))
+    return DistComponents(dataset, layout, train_loader, val_loader, model, dense_opt, row_opt, rows)
+
+
+def check_same_run(cfg: RunConfig, ctx: DistContext, dataset: ColumnarDataset) -> None:
+    """Raise :class:`ConfigError` on every rank when any rank's config or data differs from rank 0's.
+
+    Ranks compute each other's routes without asking, so a rank on other
+    data or another batch size would silently train something else.
+    """
+    mine = {k: v for k, v in _flat(cfg.model_dump()).items() if k not in _LOCAL_KEYS}
+    mine["dataset"] = dataset_fingerprint(dataset)
+    everyone: list[Any] = [None] * ctx.world_size
+    with ctx.guard("config check"):
+        dist.all_gather_object(everyone, mine, group=ctx.group)
+    ref = everyone[0]
+    for r, theirs in enumerate(everyone[1:], start=1):
+        for key in sorted(set(ref) | set(theirs)):
+            if ref.get(key) != theirs.get(key):
+                raise ConfigError(key, f"ranks disagree: rank 0 has {ref.get(key)!r}, rank {r} "
+                                       f"has {theirs.get(key)!r}")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+class _ShardedReader:
+    """``read_rows`` for ``train/evaluate.py``: every rank fetches all rows of a
+    validation batch and scores the whole batch (validation is small; this
+    keeps one evaluation code path)."""
+
+    def __init__(self, rows: RowExchange) -> None:
+        self.rows = rows
+
+    def read_rows(self, global_ids: torch.Tensor) -> torch.Tensor:
+        routes = self.rows.route([global_ids] * self.rows.ctx.world_size)
+        return self.rows.fetch(routes).wait()
+
+
+def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: DistContext, *,
+                      overwrite: bool = False,
+                      components: DistComponents | None = None) -> dict[str, Any]:
+    """Train as configured on ``ctx.world_size`` ranks; every rank calls it.
+
+    Rank 0 writes ``config.yaml``, ``losses.json`` and ``metrics.json`` (with a
+    ``dist`` section: every rank's exchange counters and their totals) and
+    returns the metrics; the other ranks return the same dict.
+
+    Raises:
+        ConfigError: see :func:`build_dist_components`, :func:`check_same_run`.
+        PeerFailedError: another rank failed (named when it could say).
+        DivergedError: a non-finite loss.
+    """
+    run = RunDir(run_dir, resume=False, overwrite=overwrite) if ctx.is_main else None
+    try:
+        try:
+            if cfg.train.threads:
+                torch.set_num_threads(cfg.train.threads)
+            c = components or build_dist_components(cfg, ctx)
+            check_same_run(cfg, ctx, c.dataset)
+            metrics = _train(cfg, run, ctx, c)
+        except BaseException as e:
+            ctx.report_failure(e)
+            raise
+    finally:
+        if run is not None:
+            run.release()
+    return metrics
+
+
+def _train(cfg: RunConfig, run: RunDir | None, ctx: DistContext, c: DistComponents) -> dict[str, Any]:
+    if run is not None:
+        write_atomic(run.path / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    n = len(c.train_loader)
+    stop = n if not cfg.train.max_steps else min(cfg.train.max_steps, n)
+    state = LoopState()
+    dist_train_steps(ctx=ctx, model=c.model, rows=c.rows, dense_opt=c.dense_opt,
+                     loader=c.train_loader, state=state, stop=stop)
+    trained_stats = c.rows.stats.as_dict()  # before evaluation's fetches add to it
+    offsets = torch.from_numpy(c.layout.offsets.copy())
+    # evaluate() only calls read_rows: the sharded reader is all of a Feed it needs.
+    ev = evaluate(c.model, cast(Feed, _ShardedReader(c.rows)), c.val_loader, offsets)
+    per_rank: list[Any] = [None] * ctx.world_size
+    with ctx.guard("metrics gather"):
+        dist.all_gather_object(per_rank, {"rank": ctx.rank, **trained_stats,
+                                          "train_seconds": state.train_seconds}, group=ctx.group)
+    tail = state.losses[-cfg.train.log_every:]
+    trained = len(state.losses) * cfg.data.batch_size
+    seconds = max(p["train_seconds"] for p in per_rank)
+    totals = {k: sum(p[k] for p in per_rank) for k in
+              ("rows_sent", "rows_received", "bytes_sent", "bytes_received")}
+    metrics = {
+        "final_loss": sum(tail) / len(tail) if tail else None,
+        **ev,
+        "samples_per_s": trained / seconds if seconds else 0.0,
+        "steps": state.step,
+        "samples": trained,
+        "train_seconds": seconds,
+        "threads": torch.get_num_threads(),
+        "dist": {
+            "world_size": ctx.world_size,
+            "backend": ctx.backend,
+            "sharding": "row-wise, global row % world_size",
+            "local_batch": cfg.data.batch_size // ctx.world_size,
+            "bytes_sent": totals["bytes_sent"],
+            "bytes_received": totals["bytes_received"],
+            "bytes_per_sample": totals["bytes_sent"] / trained if trained else 0.0,
+            "rows_sent": totals["rows_sent"],
+            "exchange_seconds": max(p["exchange_seconds"] for p in per_rank),
+            "per_rank": per_rank,
+        },
+    }
+    if run is not None:
+        write_atomic(run.path / "losses.json", json.dumps(state.losses))
+        write_atomic(run.path / "metrics.json", dump_json(metrics))  # last: "finished"
+    return cast(dict[str, Any], json.loads(dump_json(metrics)))
