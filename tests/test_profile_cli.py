@@ -53,6 +53,20 @@ def test_plan_prints_the_best_and_writes_json(tmp_path: Path, capsys: pytest.Cap
     assert rc == 0 and "unvalidated" in capsys.readouterr().out
 
 
+def test_plan_with_nothing_that_fits_exits_2_naming_the_memory_needed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    data = make_dataset(tmp_path / "d", rows=2048, cards=(50, 7, 300, 20))
+    hw = fake_hardware()
+    dataclasses.replace(hw, compute=dataclasses.replace(hw.compute, model={})).save(tmp_path / "hw.json")
+    args = ["--hw", str(tmp_path / "hw.json"), "--steps", "10", "--windows", "4", "--depths", "1",
+            "data.batch_size=64", "model.embedding_dim=8", "model.bottom=[16,8]"]
+    rc = main(["plan", "--data", str(data), "--memory", "1KiB", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no configuration fits" in err and "try --memory" in err
+    mib = int(err.split("try --memory ")[1].split("MiB")[0])
+    assert main(["plan", "--data", str(data), "--memory", f"{mib}MiB", *args]) == 0
+
+
 def test_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     data = make_dataset(tmp_path / "d", rows=256)
     assert main(["profile", "--data", str(data), "--out", str(tmp_path / "r"), "--budget", "lots"]) == 2

@@ -57,7 +57,7 @@ def refs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
 @pytest.mark.parametrize("policy", ["lookahead", "lru", "lfu", "static"])
 def test_exact_under_eviction(data: Path, refs: dict, tmp_path: Path, policy: str, backing: str,
                               opt: str) -> None:
-    ref_loss, ref_rec, _ = refs[opt]
+    ref_loss, ref_rec, ref_m = refs[opt]
     trace = TrainTrace(ColumnarDataset.open(data), batch_size=32, val_fraction=0.2)
     cap = min_capacity(trace, 1) + 8 + (32 * len(CARDS) if policy == "static" else 0)
     loss, rec, m = _run(data, tmp_path / "t", f"optim.embedding={opt}", f"cache.policy={policy}",
@@ -67,6 +67,8 @@ def test_exact_under_eviction(data: Path, refs: dict, tmp_path: Path, policy: st
     assert c["rows_written_back"] > 0 and c["rows_fetched"] > cap, c
     assert loss == ref_loss
     assert np.array_equal(rec, ref_rec)
+    # Evaluation reads the same weights in the same layout: the metrics are identical too.
+    assert (m["val_auc"], m["val_logloss"]) == (ref_m["val_auc"], ref_m["val_logloss"])
 
 
 def test_resume_over_file_backing_is_exact(data: Path, tmp_path: Path) -> None:
