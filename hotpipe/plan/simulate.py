@@ -140,7 +140,7 @@ def replay(steps: Iterable[np.ndarray], *, num_rows: int, capacity_rows: int, po
 
 def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[object],
              window: int = 64, depth: int = 1, batch_size: int = 2048, val_fraction: float = 0.1,
-             epochs: int = 1, max_steps: int | None = None, bytes_per_row: int = 4 * 17,
+             epochs: int = 1, max_steps: int | None = None, bytes_per_row: int | None = None,
              on_result: Callable[[SimResult], None] | None = None) -> list[SimResult]:
     """Replay the training steps of a run for every (capacity, policy) pair.
 
@@ -156,7 +156,8 @@ def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[
         window, depth: as for :class:`~hotpipe.plan.planner.Planner`.
         batch_size, val_fraction, epochs: as in the run's ``data``/``train`` config.
         max_steps: plan at most this many steps.
-        bytes_per_row: a row's record size (sizes byte capacities).
+        bytes_per_row: a row's record size (storage's ``record_bytes``); needed
+            only for capacities given in bytes.
         on_result: called with each result as soon as it is ready.
 
     Returns:
@@ -175,7 +176,10 @@ def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[
         raise ConfigError("val_fraction", f"expected a fraction in [0, 1), found {val_fraction}")
     trace = TrainTrace(ColumnarDataset.open(data), batch_size=batch_size, val_fraction=val_fraction,
                        epochs=epochs, max_steps=max_steps or 0)
-    rows = [Capacity.parse(c, "capacity").rows(trace.num_rows, bytes_per_row) for c in capacities]
+    specs = [Capacity.parse(c, "capacity") for c in capacities]
+    if bytes_per_row is None and any(c.kind == "bytes" for c in specs):
+        raise ConfigError("capacity", "a capacity in bytes needs the row size (bytes_per_row)")
+    rows = [c.rows(trace.num_rows, bytes_per_row or 1) for c in specs]
     Planner(num_rows=trace.num_rows, capacity=1, window=window, depth=depth)  # checks them
     results = []
     for r in rows:
