@@ -306,3 +306,27 @@ def test_irregular_blocks_go_to_the_per_line_parser(block: bytes) -> None:
     from hotpipe.data.libsvm import LibsvmReader
 
     assert LibsvmReader("libsvm", num_fields=1)._fast_chunk(block) is None
+
+
+def test_val_for_libfm_and_for_criteo_with_hash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train, val = tmp_path / "train.libfm", tmp_path / "test.libfm"
+    train.write_text(FRAPPE)
+    val.write_text("1 451:1 9999:1 5041:1\n-1 453:1 4149:1 5042:1\n")
+    s = prepare_libsvm([train], tmp_path / "fm", format="libfm", val=[val], progress=False)
+    assert s.val_rows == 2 and s.val_oov == [1, 1, 0] and s.val_values == 6
+    v = ColumnarDataset.open(tmp_path / "fm").open_val()
+    assert v is not None and v.label.tolist() == [1, 0] and v.sparse[0, 1] == OOV_ROW
+    val.write_text("1 451:1 4149:1\n")  # a field short: positional widths come from training
+    with pytest.raises(DataFormatError) as e:
+        prepare_libsvm([train], tmp_path / "fm2", format="libfm", val=[val], progress=False)
+    assert (e.value.path, e.value.line, e.value.found) == (str(val), 1, "2 tokens")
+    line = "\t".join(["1", "3", *[""] * 12, *["0000abcd"] * 26]) + "\n"
+    (tmp_path / "day_0").write_text(line * 5)
+    (tmp_path / "day_1").write_text(line.replace("1\t3", "0\t4", 1) * 2)
+    assert main(["prepare", str(tmp_path / "day_0"), "--val", str(tmp_path / "day_1"), "--encoding", "hash",
+                 "--buckets", "64", "--out", str(tmp_path / "c"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "validation split: 2 rows" in out and "unseen" not in out  # hashing has no OOV row
+    ds = ColumnarDataset.open(tmp_path / "c")
+    v = ds.open_val()
+    assert v is not None and np.array_equal(v.sparse[0], ds.sparse[0]) and ds.manifest["val"]["oov"] is None
