@@ -1,8 +1,9 @@
-"""Run a function on W local ranks (CPU, gloo, a free port): tests and benchmarks.
+"""Run a function on W local ranks (CPU, gloo, a port the OS picks): tests and benchmarks.
 
 Each rank is a fresh process (forked from a clean fork server, never from the caller) with one torch thread (W ranks on a
 2-core machine must not fight over cores), joins the group through
-:func:`init_tcp`, runs ``fn(ctx, *args)`` and hands its return value (or its
+:func:`init_from_env` with the variables torchrun would set (the store is
+hosted by the caller, as by torchrun's agent), runs ``fn(ctx, *args)`` and hands its return value (or its
 error) back. A rank that raises leaves a failure note for its peers first
 (:meth:`DistContext.report_failure`), so they end with an error naming it.
 
@@ -14,13 +15,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 import pickle
-import socket
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +40,20 @@ class RankResult:
     error: str | None = None
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _entry(fn: Callable[..., Any], rank: int, world_size: int, port: int, args: tuple[Any, ...],
            timeout: float, out: str) -> None:
     import torch
 
-    from hotpipe.distributed.context import init_tcp
+    from hotpipe.distributed.context import init_from_env
 
     torch.set_num_threads(1)
+    # What torchrun sets: ranks join through init_from_env, the path users take.
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     ctx = None
     result: dict[str, Any] = {}
     try:
-        ctx = init_tcp("127.0.0.1", port, rank=rank, world_size=world_size, timeout=timeout)
+        ctx = init_from_env(timeout=timeout, backend="gloo")
         result["value"] = fn(ctx, *args)
     except BaseException as e:  # noqa: BLE001 - every error goes back to the parent
         if ctx is not None:
@@ -80,11 +78,16 @@ def run_ranks(fn: Callable[..., Any], world_size: int, *, args: tuple[Any, ...] 
         join_timeout: seconds to wait for all ranks (default ``2 * timeout + 30``);
             ranks still alive then are killed and reported with exitcode None.
     """
+    import torch.distributed as dist
     import torch.multiprocessing as mp
 
     if world_size < 1:
         raise HotpipeError(f"world_size must be >= 1, found {world_size}")
-    port = free_port()
+    # The rendezvous store lives here, as torchrun's agent hosts it, not in
+    # rank 0: a failed rank 0 then takes no one's failure notes with it.
+    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
+                          timeout=timedelta(seconds=timeout))
+    port = store.port
     spawn = mp.get_context("forkserver")
     # The fork server imports torch and the training stack once, before any
     # torch op has started a thread pool, and forks every rank from there:
