@@ -201,3 +201,26 @@ def test_leaf_tasks_load_and_train_one_round(name, n_test_total):
                                               c.y_test[:16]) for c in task.clients], task.train)
     h = simulate(small, FluidConfig(method="invariant", r=0.5), SimConfig(2, SPEEDS))
     assert h.rounds[2]["kept"] and 0 <= h.rounds[2]["accuracy"] <= 1
+
+
+def test_straggler_stays_put_when_its_submodel_makes_it_fast():
+    """At r = 0.5 a CNN/LSTM sub-model does ~1/4 of the work. Estimating the
+    straggler's full time as t / r (the reference) would make it look faster
+    than the next-slowest client and swap it out every other round."""
+    spec = MLPSpec(in_features=4, hidden=(6,), classes=3)
+    torch.manual_seed(0)
+    g = {k: v.detach().clone() for k, v in spec.build().state_dict().items()}
+    srv = FluidServer(spec.groups(), shapes_of(g), FluidConfig(method="random", r=0.5),
+                      rounds=6, work_fraction=lambda keep: 0.25)
+    base = {0: 100.0, 1: 125.0, 2: 200.0}  # full-model times; next-slowest / straggler = 0.625
+    for rnd in range(1, 6):
+        plans = srv.plan(rnd, [0, 1, 2])
+        ups = [ClientUpdate(c, extract(g, srv.groups, k) if k is not None else dict(g), 10,
+                            base[c] * (0.25 if k is not None else 1.0)) for c, k in plans.items()]
+        _, info = srv.aggregate(rnd, g, ups)
+        assert info.straggler == 2
+        assert (plans[2] is not None) == (rnd > 1)
+    # the default work share is the parameter share, not r
+    plain = FluidServer(spec.groups(), shapes_of(g), FluidConfig(method="random", r=0.5), rounds=6)
+    keep = {"hidden.0": torch.arange(3)}
+    assert plain.work_fraction(keep) == pytest.approx((3 * 4 + 3 + 3 * 3 + 3) / (6 * 4 + 6 + 6 * 3 + 3))

@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             from hotpipe.fl.flower import run_flower  # needs the `fl` extra
 
             runs[m] = run_flower(args.task, fluid, args.rounds, speeds, seed=args.seed,
-                                 data_dir=data_dir)
+                                 data_dir=data_dir, train=train)
         else:
             runs[m] = simulate(task, fluid, sim).rounds
     meta = {k: v for k, v in vars(args).items() if k != "func"}

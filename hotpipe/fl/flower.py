@@ -29,10 +29,16 @@ from flwr.serverapp.strategy import FedAvg
 from hotpipe.errors import ConfigError
 from hotpipe.fl.groups import widths_from_shapes
 from hotpipe.fl.server import ClientUpdate, FluidConfig, FluidServer, RoundInfo
-from hotpipe.fl.simulator import client_generator, initial_state, pooled_test, simulated_time
+from hotpipe.fl.simulator import (
+    client_generator,
+    initial_state,
+    pooled_test,
+    simulated_time,
+    work_fraction,
+)
 from hotpipe.fl.submodel import extract, shapes_of
 from hotpipe.fl.tasks import Task, load_task
-from hotpipe.fl.train import evaluate, train_local
+from hotpipe.fl.train import TrainConfig, evaluate, train_local
 
 
 def _arrays(content: RecordDict, key: str) -> ArrayRecord:
@@ -109,14 +115,15 @@ class FluidStrategy(FedAvg):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_task(name: str, n_clients: int, seed: int, data_dir: str | None) -> Task:
+def _cached_task(name: str, n_clients: int, seed: int, data_dir: str | None,
+                 train: TrainConfig | None) -> Task:
     # each Ray actor loads the task once, not once per round
-    return load_task(name, n_clients, seed, Path(data_dir) if data_dir else None)
+    return load_task(name, n_clients, seed, Path(data_dir) if data_dir else None, train)
 
 
 def make_client_app(task: str, n_clients: int, speeds: Sequence[float], seed: int,
                     data_dir: Path | None = None, fail: set[tuple[int, int]] | None = None,
-                    ) -> ClientApp:
+                    train: TrainConfig | None = None) -> ClientApp:
     """A ClientApp for partition ``context.node_config['partition-id']`` of ``task``.
 
     ``fail`` holds (round, partition) pairs whose training raises, to exercise
@@ -133,7 +140,7 @@ def make_client_app(task: str, n_clients: int, speeds: Sequence[float], seed: in
         rnd = int(_number(msg.content, "config", "server-round"))
         if (rnd, pid) in faults:
             raise RuntimeError(f"injected fault: partition {pid}, round {rnd}")
-        t = _cached_task(task, n_clients, seed, str(data_dir) if data_dir else None)
+        t = _cached_task(task, n_clients, seed, str(data_dir) if data_dir else None, train)
         state = _arrays(msg.content, "arrays").to_torch_state_dict()
         widths = widths_from_shapes(t.spec.groups(), shapes_of(state))
         model = t.spec.build(widths)
@@ -155,9 +162,10 @@ def make_client_app(task: str, n_clients: int, speeds: Sequence[float], seed: in
 def run_flower(task: str, fluid: FluidConfig, rounds: int, speeds: Sequence[float], *,
                seed: int = 0, data_dir: Path | None = None,
                fail: set[tuple[int, int]] | None = None, num_cpus: int = 2,
-               ) -> list[dict[str, Any]]:
+               train: TrainConfig | None = None) -> list[dict[str, Any]]:
     """Run FLuID with Flower's simulation engine (Ray); return one record per round.
 
+    ``train`` overrides the task's default client training (lr, batch, epochs).
     Records hold round, accuracy, loss (centralized, pooled test set),
     round_time (simulated), r, straggler (a Flower node id), kept,
     invariant_fraction and failures.
@@ -166,7 +174,7 @@ def run_flower(task: str, fluid: FluidConfig, rounds: int, speeds: Sequence[floa
 
     if rounds < 1:
         raise ConfigError("rounds", f"expected >= 1, got {rounds}")
-    t = _cached_task(task, len(speeds), seed, str(data_dir) if data_dir else None)
+    t = _cached_task(task, len(speeds), seed, str(data_dir) if data_dir else None, train)
     init = initial_state(t.spec, seed)
     x_test, y_test = pooled_test(t)
     records: list[dict[str, Any]] = []
@@ -184,13 +192,16 @@ def run_flower(task: str, fluid: FluidConfig, rounds: int, speeds: Sequence[floa
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
         n = len(speeds)
-        strategy = FluidStrategy(FluidServer(t.spec.groups(), shapes_of(init), fluid, rounds),
+        server = FluidServer(t.spec.groups(), shapes_of(init), fluid, rounds,
+                             work_fraction=work_fraction(t.spec))
+        strategy = FluidStrategy(server,
                                  fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
         strategies.append(strategy)
         strategy.start(grid=grid, initial_arrays=ArrayRecord(init), num_rounds=rounds,
                        evaluate_fn=central_eval)
 
-    run_simulation(server_app, make_client_app(task, len(speeds), speeds, seed, data_dir, fail),
+    run_simulation(server_app,
+                   make_client_app(task, len(speeds), speeds, seed, data_dir, fail, train),
                    num_supernodes=len(speeds),
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": num_cpus,

@@ -16,7 +16,8 @@ Round ``t``::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +26,7 @@ from hotpipe.errors import ConfigError
 from hotpipe.fl.aggregate import fedavg, masked_average
 from hotpipe.fl.dropout import check_method, check_r, n_dropped, plan_submodel
 from hotpipe.fl.errors import SubModelShapeError
-from hotpipe.fl.groups import NeuronGroup, Shapes, check_groups
+from hotpipe.fl.groups import NeuronGroup, Shapes, check_groups, sub_shapes
 from hotpipe.fl.invariance import (
     ThresholdConfig,
     ThresholdSchedule,
@@ -104,6 +105,10 @@ class FluidServer:
         shapes: full-model tensor shapes.
         config: method and knobs.
         rounds: total rounds (the threshold starts rising at half of them).
+        work_fraction: kept neurons -> the sub-model's share of the full
+            model's work, to estimate a dropped client's full-model time
+            (e.g. ``spec.macs(widths) / spec.macs()``). Default: its share
+            of the parameters.
 
     Example:
         >>> srv = FluidServer(spec.groups(), shapes_of(global_state), FluidConfig(), rounds=20)
@@ -112,15 +117,22 @@ class FluidServer:
     """
 
     def __init__(self, groups: list[NeuronGroup], shapes: Shapes, config: FluidConfig,
-                 rounds: int) -> None:
+                 rounds: int, *,
+                 work_fraction: Callable[[Mapping[str, torch.Tensor]], float] | None = None,
+                 ) -> None:
         check_groups(groups, shapes)
         self.groups, self.shapes, self.config = groups, dict(shapes), config
+        self.work_fraction = work_fraction or self._param_fraction
         self.profiler = StragglerProfiler()
         self.schedule = ThresholdSchedule(config.threshold, rounds)
         self.invariant: dict[str, torch.Tensor] = {}
         self.last_dropped: dict[int, dict[str, torch.Tensor]] = {}
         self._sent: dict[int, KeepMap | None] = {}
-        self._r_sent: dict[int, float] = {}
+        self._work_sent: dict[int, float] = {}
+
+    def _param_fraction(self, keep: Mapping[str, torch.Tensor]) -> float:
+        sub = sub_shapes(self.groups, self.shapes, keep)
+        return sum(math.prod(s) for s in sub.values()) / sum(math.prod(s) for s in self.shapes.values())
 
     @property
     def r(self) -> float:
@@ -128,7 +140,7 @@ class FluidServer:
 
     def plan(self, rnd: int, clients: Sequence[int]) -> dict[int, KeepMap | None]:
         """Kept neurons per client for round ``rnd`` (``None`` = the full model)."""
-        self._sent, self._r_sent = {}, {}
+        self._sent, self._work_sent = {}, {}
         strag = self.profiler.straggler
         drop = (self.config.method != "fedavg" and rnd > self.config.profile_rounds
                 and strag in clients and self.r < 1.0)
@@ -140,7 +152,7 @@ class FluidServer:
                                  invariant=self.invariant,
                                  last_dropped=self.last_dropped.get(strag))
             self._sent[strag] = keep
-            self._r_sent[strag] = self.r
+            self._work_sent[strag] = self.work_fraction(keep)
             self.last_dropped[strag] = {g.name: _complement(g.size, keep[g.name])
                                         for g in self.groups}
         return dict(self._sent)
@@ -176,7 +188,7 @@ class FluidServer:
         else:
             new = masked_average(full, masks, [u.num_examples for u in ok], global_state)
 
-        self.profiler.update({u.client: u.time for u in ok}, self._r_sent)
+        self.profiler.update({u.client: u.time for u in ok}, self._work_sent)
         th = self.schedule.before_round_aggregation(rnd)
         # only full-model replies of non-stragglers say which neurons stopped moving
         steady = [f for f, u in zip(full, ok, strict=True)

@@ -73,6 +73,12 @@ def simulated_time(spec: ModelSpec, widths: Mapping[str, int], examples: int,
     return spec.macs(widths) / spec.macs() * examples / speed
 
 
+def work_fraction(spec: ModelSpec) -> Callable[[Mapping[str, torch.Tensor]], float]:
+    """Kept neurons -> the sub-model's share of the full model's MACs."""
+    full = spec.macs()
+    return lambda keep: spec.macs(widths_of(spec, keep)) / full
+
+
 def initial_state(spec: ModelSpec, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     return {k: v.detach().clone() for k, v in spec.build().state_dict().items()}
@@ -97,7 +103,8 @@ def simulate(task: Task, fluid: FluidConfig, sim: SimConfig, *,
         raise ConfigError("speeds", f"{len(sim.speeds)} speeds for {len(task.clients)} clients")
     spec = task.spec
     state = initial_state(spec, sim.seed)
-    server = FluidServer(spec.groups(), shapes_of(state), fluid, sim.rounds)
+    server = FluidServer(spec.groups(), shapes_of(state), fluid, sim.rounds,
+                         work_fraction=work_fraction(spec))
     x_test, y_test = pooled_test(task)
     hist = History()
     loss, acc = evaluate(_load(spec, state, None), x_test, y_test)
