@@ -63,6 +63,13 @@ def test_a_label_outside_the_rules_names_file_line_and_column(tmp_path: Path) ->
         prepare_tabular([src], tmp_path / "ds", schema=BEHAVIOR_SCHEMA, progress=False)
     assert (e.value.path, e.value.line, e.value.field, e.value.found) == (str(src), 5, "behavior", "favorite")
     assert "buy, cart (-> 1) or pv, fav (-> 0)" in str(e.value)
+    src.write_text("user,item,category,behavior,ts\n" + BEHAVIOR)  # a header the schema did not expect
+    with pytest.raises(DataFormatError, match="looks like a header: add `skip_rows: 1`") as e:
+        prepare_tabular([src], tmp_path / "ds", schema=BEHAVIOR_SCHEMA, progress=False)
+    assert (e.value.line, e.value.field) == (1, "behavior")
+    s = prepare_tabular([src], tmp_path / "hdr", schema={**BEHAVIOR_SCHEMA, "skip_rows": 1}, progress=False)
+    assert s.rows == 7
+    src.write_text(BEHAVIOR.replace("3,4365585,2520377,fav", "3,4365585,2520377,favorite"))
     open_set = {**BEHAVIOR_SCHEMA, "label": {"column": "behavior", "positive": ["buy", "cart"]}}
     s = prepare_tabular([src], tmp_path / "ds", schema=open_set, progress=False)  # others -> 0
     assert s.rows == 7

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hotpipe.data import atomic, columnar
+from hotpipe.data import atomic, columnar, writer
 from hotpipe.data.columnar import (
     ColumnarDataset,
     ColumnarWriter,
@@ -201,7 +201,7 @@ def test_stale_temp_folders_of_dead_writers_are_removed(tmp_path: Path) -> None:
 
 def test_full_disk_is_a_resource_error_and_removes_the_temp_dir(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     src = criteo_file(tmp_path / "in.txt", 300)
-    real = columnar._write_all
+    real = writer._write_all
     for fail_at in (1, 5, 12):  # column files and the vocab spill
         n = [0]
 
@@ -210,7 +210,7 @@ def test_full_disk_is_a_resource_error_and_removes_the_temp_dir(tmp_path: Path, 
             if n[0] == fail_at:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real(f, data)
-        monkeypatch.setattr(columnar, "_write_all", write)
+        monkeypatch.setattr(writer, "_write_all", write)
         with pytest.raises(ResourceError, match="disk full"):
             prepare_criteo([src], tmp_path / "ds", progress=False, chunk_rows=32)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
@@ -225,7 +225,7 @@ def test_synth_overwrite_and_full_disk_use_the_same_writer(tmp_path: Path, monke
 
     def full(f, data):  # type: ignore[no-untyped-def]
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
-    monkeypatch.setattr(columnar, "_write_all", full)
+    monkeypatch.setattr(writer, "_write_all", full)
     with pytest.raises(ResourceError, match="disk full"):
         synthesize(out, rows=800, scale=0.0001, progress=False, overwrite=True)
     assert ColumnarDataset.open(out).fingerprint == fp and sorted(p.name for p in tmp_path.iterdir()) == ["syn"]

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from tqdm import tqdm
 
-from hotpipe.data import columnar
+from hotpipe.data import writer
 from hotpipe.data.columnar import ColumnarWriter, TableSpec
 from hotpipe.data.encoding import (
     OOV_ROW,
@@ -148,7 +148,7 @@ class _Spill:
 
     def write(self, label: np.ndarray, dense: np.ndarray, keys: np.ndarray, missing: np.ndarray) -> None:
         for a in (label, dense, keys, missing):
-            columnar._write_all(self._f, np.ascontiguousarray(a).tobytes())
+            writer._write_all(self._f, np.ascontiguousarray(a).tobytes())
         self.sizes.append(label.shape[0])
 
     def close(self) -> None:

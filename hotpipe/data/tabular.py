@@ -9,6 +9,7 @@ string) is missing; nothing else is (pyarrow's own list, which turns ``NA``,
 after the transform, anything else is a bad row. Label: by the schema's rule;
 missing or fitting no rule is a bad row.
 
+The file's shape (delimiter, header, the error-path rescan) is ``csv_shape.py``'s.
 Line numbers in errors: one row per line (quoted newlines are not supported,
 and an unclosed quote is reported at its own line); the first data line is
 ``skip_rows + 2`` with a header, ``skip_rows + 1`` with ``columns``. Parquet
@@ -17,16 +18,11 @@ rows count from 1.
 
 from __future__ import annotations
 
-import codecs
-import csv
-import gzip
 import hashlib
-import io
 import os
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +31,9 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from hotpipe.data.criteo import SourceStream
+from hotpipe.data.csv_shape import LineCounter, ascii_compatible, diagnose, layout, sniff_delimiter
 from hotpipe.data.encoding import BadLine, RawChunk
-from hotpipe.data.schema import AUTO_CANDIDATES, NAMED_DELIMITERS, LabelRule, TabularSchema
+from hotpipe.data.schema import LabelRule, TabularSchema
 from hotpipe.errors import DataFormatError
 
 __all__ = ["TabularSchema", "LabelRule", "read_csv", "read_parquet", "fingerprint", "sniff_delimiter"]
@@ -44,8 +41,6 @@ __all__ = ["TabularSchema", "LabelRule", "read_csv", "read_parquet", "fingerprin
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _BLANK = r"^\s*$"
 _MAX_EXAMPLES = 10
-_SNIFF_LINES = 20
-_DELIM_NAMES = {v: k for k, v in NAMED_DELIMITERS.items()}
 
 
 def fingerprint(strings: list[str]) -> np.ndarray:
@@ -208,142 +203,9 @@ def _explain(cols: dict[str, pa.Array], bad: dict[str, np.ndarray], schema: Tabu
     else:
         expected = "a finite number or missing"
     found = cols[name][i].as_py()
+    if schema.file_columns is not None and found == name:
+        expected += " (this line looks like a header: add `skip_rows: 1` to the schema)"
     return BadLine(path, first_line + i, name, expected, "<missing>" if found is None else str(found)[:40])
-
-
-# ------------------------------------------------------------------ the file's shape
-
-
-def _open_bytes(path: Path) -> BinaryIO:
-    with open(path, "rb") as raw:
-        compressed = raw.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[return-value]  # noqa: SIM115
-
-
-def _ascii_compatible(encoding: str) -> bool:
-    return not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
-
-
-def _head_lines(path: Path, schema: TabularSchema) -> list[str]:
-    """The first few lines after ``skip_rows``, decoded leniently (for sniffing only)."""
-    with _open_bytes(path) as f:
-        text = io.TextIOWrapper(f, encoding=schema.encoding, errors="replace", newline="")
-        lines = []
-        for i, line in enumerate(text):
-            if i >= schema.skip_rows:
-                lines.append(line.rstrip("\r\n").lstrip("\ufeff"))
-            if len(lines) >= _SNIFF_LINES:
-                break
-    return lines
-
-
-def sniff_delimiter(lines: list[str]) -> str:
-    """The candidate (``, \\t ; |``) splitting the first lines into the same, largest
-    number of fields; quotes are respected. ``,`` when nothing splits."""
-    best, best_width = ",", 1
-    sample = [ln for ln in lines if ln.strip()][:_SNIFF_LINES]
-    for c in AUTO_CANDIDATES:
-        widths = {len(next(csv.reader([ln], delimiter=c), [])) for ln in sample}
-        if len(widths) == 1 and (w := widths.pop()) > best_width:
-            best, best_width = c, w
-    if best_width == 1 and sample:  # ragged everywhere: the most frequent candidate on line 1
-        counts = {c: sample[0].count(c) for c in AUTO_CANDIDATES}
-        top = max(counts, key=lambda c: counts[c])
-        best = top if counts[top] else ","
-    return best
-
-
-def _shown(d: str) -> str:
-    return _DELIM_NAMES.get(d, repr(d))
-
-
-def _one_column_hint(line: str, delimiter: str) -> str:
-    """When a line splits into one column: which other delimiter it contains."""
-    others = [c for c in (*AUTO_CANDIDATES, " ") if c != delimiter and c in line]
-    if not others:
-        return ""
-    return (f"; the line splits into one column with delimiter {_shown(delimiter)} but contains "
-            f"{_shown(others[0])}: set `delimiter: {_DELIM_NAMES.get(others[0], others[0])}` in the schema")
-
-
-def _layout(path: Path, schema: TabularSchema) -> tuple[str, list[str], int]:
-    """(delimiter, the file's column names, line number of the first data row)."""
-    head = _head_lines(path, schema)
-    delim = sniff_delimiter(head) if schema.delimiter == "auto" else schema.delimiter
-    if schema.file_columns is not None:
-        return delim, list(schema.file_columns), schema.skip_rows + 1
-    if not head:
-        raise DataFormatError("input file has no data rows", path=str(path), expected="a header line and samples",
-                              found="an empty file" if schema.skip_rows == 0 else f"<= {schema.skip_rows} lines")
-    header = next(csv.reader([head[0]], delimiter=delim), [])
-    for c in schema.columns:
-        if c not in header:
-            hint = _one_column_hint(head[0], delim) if len(header) == 1 else ""
-            raise DataFormatError(f"schema column {c!r} is not in the file{hint}", path=str(path),
-                                  line=schema.skip_rows + 1, field=c, expected="a column of the header line",
-                                  found="columns: " + ", ".join(header))
-    return delim, header, schema.skip_rows + 2
-
-
-class _LineCounter(io.RawIOBase):
-    """Passes the stream to pyarrow, counting non-empty lines (to catch an unclosed quote)."""
-
-    def __init__(self, stream: SourceStream) -> None:
-        self._s = stream
-        self.lines = 0
-        self._last = b"\n"
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._s.read(n if n and n > 0 else 1 << 20)
-        if data:
-            joined = self._last + data
-            # Lines = newlines, minus empty ones (a newline right after another).
-            self.lines += joined.count(b"\n") - (self._last == b"\n") - joined.count(b"\n\n") \
-                - joined.count(b"\n\r\n") + (self._last == b"\n" and data[:1] == b"\n")
-            self._last = data[-1:]
-        elif self._last not in (b"\n", b""):
-            self.lines += 1  # a last line without its newline
-            self._last = b""
-        return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-
-def _diagnose(path: Path, schema: TabularSchema, delim: str, width: int, first_line: int) -> DataFormatError | None:
-    """Error-path rescan: the first line that does not decode, has an unclosed quote, or is ragged."""
-    if not _ascii_compatible(schema.encoding):
-        return None
-    with _open_bytes(path) as f:
-        for no, raw in enumerate(f, start=1):
-            if no < first_line:
-                continue
-            body = raw.rstrip(b"\r\n")
-            try:
-                text = body.decode(schema.encoding)
-            except UnicodeDecodeError as e:
-                bad = body[max(e.start - 10, 0):e.end + 10]
-                return DataFormatError("line is not valid text in the schema's encoding", path=str(path), line=no,
-                                       field="encoding", expected=f"{schema.encoding} text (set `encoding:` in "
-                                       "the schema, e.g. latin-1 or cp1252)", found=repr(bad)[:60])
-            if not text.strip():
-                continue
-            try:
-                row = next(csv.reader([text], delimiter=delim, strict=True), [])
-            except csv.Error:
-                return DataFormatError("unclosed quote", path=str(path), line=no, field="line",
-                                       expected="quotes closed on the same line (quoted newlines are not "
-                                                "supported)", found=text[:40])
-            if len(row) != width:
-                hint = _one_column_hint(text, delim) if len(row) == 1 else ""
-                return DataFormatError("malformed line" + hint, path=str(path), line=no, field="line",
-                                       expected=f"{width} columns", found=f"{len(row)} columns")
-    return None
 
 
 class _RaggedRows:
@@ -391,10 +253,10 @@ def read_csv(stream: SourceStream, schema: TabularSchema, *, chunk_rows: int = 6
              on_bad_line: str = "error", want_names: bool = False) -> Iterator[RawChunk]:
     """Stream a CSV file (plain or gzip; header or ``columns``) as :class:`RawChunk` s."""
     path = str(stream.path)
-    delim, names, first = _layout(stream.path, schema)
+    delim, names, first = layout(stream.path, schema)
     stream.delimiter = delim  # recorded in the manifest's sources
     ragged = _RaggedRows(path, on_bad_line == "skip")
-    counter = _LineCounter(stream)
+    counter = LineCounter(stream)
     rows = 0
     try:
         reader = pcsv.open_csv(
@@ -413,15 +275,15 @@ def read_csv(stream: SourceStream, schema: TabularSchema, *, chunk_rows: int = 6
             line += batch.num_rows
             rows += batch.num_rows
     except pa.ArrowInvalid as e:  # a ragged row (error mode), broken quoting or bad text
-        found = _diagnose(stream.path, schema, delim, len(names), first)
+        found = diagnose(stream.path, schema, delim, len(names), first)
         if found is None:
             raise DataFormatError("unparseable CSV", path=path, expected="a well-formed CSV file",
                                   found=str(e)[:200]) from e
         raise found from e
     expected = counter.lines - (first - 1)
-    if rows + ragged.total != expected and _ascii_compatible(schema.encoding):
+    if rows + ragged.total != expected and ascii_compatible(schema.encoding):
         # Fewer rows than lines: a quote swallowed line ends. Name the line it opened on.
-        found = _diagnose(stream.path, schema, delim, len(names), first)
+        found = diagnose(stream.path, schema, delim, len(names), first)
         if found is not None:
             raise found
     if ragged.count:
