@@ -32,32 +32,36 @@ def _cfg(data: Path) -> RunConfig:
     })
 
 
-def _run(ctx: DistContext, cfg: RunConfig, out: str) -> dict[str, Any]:
-    return train_distributed(cfg, out, ctx)
+def _run(ctx: DistContext, cfg: RunConfig, out: str, hot: np.ndarray) -> dict[str, Any]:
+    return train_distributed(cfg, out, ctx, replicate=hot)
 
 
-def _expected_remote_rows(data: Path, world: int) -> int:
-    """Rows each rank must receive, summed over ranks and steps, counted from the data:
-    the distinct ids of a rank's b samples that another rank owns (id % W)."""
+def _steps(data: Path) -> list[np.ndarray]:
     ds = ColumnarDataset.open(str(data))
     loader = split_loaders(ds, batch_size=BATCH, val_fraction=0.2)[0]
-    offsets = TableLayout.of(ds).offsets
+    return [loader.sparse_ids(k) + TableLayout.of(ds).offsets for k in range(STEPS)]
+
+
+def _expected_remote_rows(data: Path, world: int, hot: np.ndarray) -> int:
+    """Rows each rank must receive, summed over ranks and steps, counted from the data:
+    the distinct, non-replicated ids of a rank's b samples that another rank owns (id % W)."""
     b, total = BATCH // world, 0
-    for k in range(STEPS):
-        gids = loader.sparse_ids(k) + offsets
+    for gids in _steps(data):
         for s in range(world):
-            u = np.unique(gids[s * b:(s + 1) * b])
+            u = np.setdiff1d(np.unique(gids[s * b:(s + 1) * b]), hot)
             total += int((u % world != s).sum())
     return total
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_train_distributed_matches_train(world: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("world", "num_hot"), [(2, 0), (3, 0), (2, 10)])
+def test_train_distributed_matches_train(world: int, num_hot: int, tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data", rows=600)
     cfg = _cfg(data)
+    counts = np.bincount(np.concatenate([g.ravel() for g in _steps(data)]))
+    hot = np.sort(np.argsort(-counts, kind="stable")[:num_hot])  # the most looked-up rows
     single = train(cfg, tmp_path / "single")
     out = tmp_path / "dist"
-    results = run_ranks(_run, world, args=(cfg, str(out)), timeout=60)
+    results = run_ranks(_run, world, args=(cfg, str(out), hot), timeout=60)
     assert [r.exitcode for r in results] == [0] * world, [r.error for r in results]
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -74,7 +78,8 @@ def test_train_distributed_matches_train(world: int, tmp_path: Path) -> None:
     d = metrics["dist"]
     assert d["world_size"] == world and d["local_batch"] == BATCH // world
     assert [p["rank"] for p in d["per_rank"]] == list(range(world))
-    remote = _expected_remote_rows(data, world)
+    assert d["replicated_rows"] == num_hot
+    remote = _expected_remote_rows(data, world, hot)
     assert remote > 0
     # each remote row crosses once forward (the row) and once backward (its gradient)
     assert d["rows_sent"] == sum(p["rows_received"] for p in d["per_rank"]) == 2 * remote

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
 
 from hotpipe.distributed.context import DistContext
+from hotpipe.distributed.replicas import ReplicaSet
 from hotpipe.distributed.sharding import RowSharding
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.storage.slots import FLOAT_BYTES, SlotStore
@@ -64,12 +65,15 @@ class StepRoutes:
 
     Attributes:
         shape: shape of this rank's lookups (e.g. (b, T)).
-        uniq: (U,) distinct global ids this rank looks up, grouped by owner
-            (owner order, ascending within an owner) — the order rows arrive in.
+        uniq: (U,) distinct global ids this rank looks up: the exchanged ones
+            grouped by owner (owner order, ascending within an owner) — the
+            order rows arrive in — then its replicated ones (``rep_ids``).
         inverse: (L,) index into ``uniq`` of each lookup, L = prod(shape).
         recv_counts: W ints, rows arriving from each owner.
         serve: (S,) local slots of the rows this rank sends, requester by requester.
         send_counts: W ints, rows sent to each requester.
+        rep_ids: (Ur,) replicated ids this rank looks up, ascending.
+        touched: (Tk,) replicated ids any rank looks up, ascending (all-reduced).
     """
 
     shape: tuple[int, ...]
@@ -78,6 +82,13 @@ class StepRoutes:
     recv_counts: list[int]
     serve: torch.Tensor
     send_counts: list[int]
+    rep_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    touched: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+
+    @property
+    def num_remote(self) -> int:
+        """Distinct ids fetched through the all-to-all (the rest are replicas)."""
+        return len(self.uniq) - len(self.rep_ids)
 
 
 class Handle:
@@ -105,6 +116,7 @@ class RowExchange:
         sharding: who owns which row.
         store: this rank's rows (``build_shard_store``), slot = ``sharding.local(row)``.
         embedding: the row optimizer over ``store`` (its ``update_rows`` is used).
+        replicas: hot rows held by every rank (``replicas.py``), or None.
 
     Example:
         >>> routes = ex.route([gids[:b], gids[b:]])            # doctest: +SKIP
@@ -113,11 +125,12 @@ class RowExchange:
     """
 
     def __init__(self, *, ctx: DistContext, sharding: RowSharding, store: SlotStore,
-                 embedding: SparseEmbedding) -> None:
+                 embedding: SparseEmbedding, replicas: ReplicaSet | None = None) -> None:
         if store.num_slots != sharding.num_owned:
             raise ValueError(f"rank {ctx.rank} owns {sharding.num_owned} rows, store has "
                              f"{store.num_slots} slots")
         self.ctx, self.sharding, self.store, self.embedding = ctx, sharding, store, embedding
+        self.replicas = replicas if replicas is not None and len(replicas) else None
         self.stats = ExchangeStats()
 
     def route(self, needs: Sequence[torch.Tensor]) -> StepRoutes:
@@ -125,26 +138,31 @@ class RowExchange:
         w, r = self.ctx.world_size, self.ctx.rank
         if len(needs) != w:
             raise ValueError(f"route needs one id tensor per rank ({w}), got {len(needs)}")
-        serve, send_counts = [], []
-        uniq = inverse = recv_counts = None
-        for s, ids in enumerate(needs):
-            flat = ids.reshape(-1)
-            if s == r:
-                u, inv = torch.unique(flat, return_inverse=True)  # sorted
-                own = self.sharding.owner(u)
-                order = torch.argsort(own, stable=True)  # group by owner, ascending ids within
-                pos = torch.empty_like(order)
-                pos[order] = torch.arange(len(order))
-                uniq, inverse = u[order], pos[inv]
-                recv_counts = torch.bincount(own, minlength=w).tolist()
+        rep = self.replicas
+        serve, send_counts, touched = [], [], []
+        for ids in needs:
+            u = torch.unique(ids.reshape(-1))  # sorted
+            if rep is not None:
+                hot = rep.contains(u)
+                touched.append(u[hot])
+                u = u[~hot]
             # Rows s needs from r, ascending: the order s expects them in from r.
-            u = torch.unique(flat)
             mine = u[self.sharding.owner(u) == r]
             serve.append(self.sharding.local(mine))
             send_counts.append(len(mine))
-        assert uniq is not None and inverse is not None and recv_counts is not None
-        return StepRoutes(tuple(needs[r].shape), uniq, inverse, recv_counts, torch.cat(serve),
-                          send_counts)
+        u, inv = torch.unique(needs[r].reshape(-1), return_inverse=True)
+        hot = rep.contains(u) if rep is not None else torch.zeros(len(u), dtype=torch.bool)
+        cold = u[~hot]
+        own = self.sharding.owner(cold)
+        # Rows arrive grouped by owner (ascending within one); replicas come last.
+        order = torch.cat([torch.nonzero(~hot).squeeze(1)[torch.argsort(own, stable=True)],
+                           torch.nonzero(hot).squeeze(1)])
+        pos = torch.empty_like(order)
+        pos[order] = torch.arange(len(order))
+        all_touched = torch.unique(torch.cat(touched)) if touched else torch.empty(0, dtype=torch.int64)
+        return StepRoutes(tuple(needs[r].shape), u[order], pos[inv],
+                          torch.bincount(own, minlength=w).tolist(), torch.cat(serve), send_counts,
+                          rep_ids=u[hot], touched=all_touched)
 
     def _count(self, sent_rows: int, recv_rows: int) -> None:
         row_bytes = self.store.dim * FLOAT_BYTES
@@ -160,7 +178,7 @@ class RowExchange:
         """Start sending this rank's rows to their requesters; ``wait()`` -> (*shape, D)."""
         d = self.store.dim
         send = self.store.weights.index_select(0, routes.serve)  # (S, D)
-        recv = torch.empty(len(routes.uniq), d, dtype=send.dtype)  # (U, D), uniq order
+        recv = torch.empty(routes.num_remote, d, dtype=send.dtype)  # (U - Ur, D), uniq order
         with self.ctx.guard("row exchange (forward)"):
             work = dist.all_to_all_single(recv, send, output_split_sizes=routes.recv_counts,
                                           input_split_sizes=routes.send_counts,
@@ -169,32 +187,69 @@ class RowExchange:
         self.stats.steps += 1
 
         def finish(rows: torch.Tensor) -> torch.Tensor:
+            if self.replicas is not None and len(routes.rep_ids):
+                local = self.replicas.store.weights.index_select(0, self.replicas.slots(routes.rep_ids))
+                rows = torch.cat([rows, local])  # (U, D)
             return rows.index_select(0, routes.inverse).view(*routes.shape, d)
 
         return Handle(work, recv, finish, self.stats, self.ctx, "row exchange (forward)")
 
     def push(self, routes: StepRoutes, grad: torch.Tensor) -> Handle:
         """Coalesce this rank's lookup gradients (*shape, D) and start sending them to
-        the owners; ``wait()`` -> (S, D) gradients of the rows this rank owns."""
+        the owners (and summing the replicated rows' over ranks).
+
+        ``wait()`` -> (S + Tk, D): gradients of the rows this rank owns, aligned
+        with ``routes.serve``, then the summed gradients of ``routes.touched``.
+        """
         d = self.store.dim
         g = grad.reshape(-1, d)
         # Duplicates summed in lookup order, as SparseEmbedding.apply_gradients does.
         coalesced = torch.zeros(len(routes.uniq), d, dtype=g.dtype)
         coalesced.index_add_(0, routes.inverse, g)
-        recv = torch.empty(len(routes.serve), d, dtype=g.dtype)
+        n = routes.num_remote
+        recv = torch.empty(len(routes.serve) + len(routes.touched), d, dtype=g.dtype)
+        works = []
         with self.ctx.guard("gradient exchange"):
-            work = dist.all_to_all_single(recv, coalesced, output_split_sizes=routes.send_counts,
-                                          input_split_sizes=routes.recv_counts,
-                                          group=self.ctx.group, async_op=True)
+            works.append(dist.all_to_all_single(
+                recv[:len(routes.serve)], coalesced[:n], output_split_sizes=routes.send_counts,
+                input_split_sizes=routes.recv_counts, group=self.ctx.group, async_op=True))
+            if len(routes.touched):
+                hot = recv[len(routes.serve):]
+                hot.zero_()  # a rank that did not look a row up adds an exact zero
+                hot[torch.searchsorted(routes.touched, routes.rep_ids)] = coalesced[n:]
+                works.append(dist.all_reduce(hot, group=self.ctx.group, async_op=True))
+                self.stats.allreduce_bytes += hot.numel() * hot.element_size()
         self._count(self._remote(routes.recv_counts), self._remote(routes.send_counts))
-        return Handle(work, recv, lambda x: x, self.stats, self.ctx, "gradient exchange")
+        return Handle(_All(works), recv, lambda x: x, self.stats, self.ctx, "gradient exchange")
 
     def apply(self, routes: StepRoutes, grads: torch.Tensor) -> None:
-        """Sum each owned row's gradients over requesters in rank order; update the rows.
+        """Sum each owned row's gradients over requesters in rank order; update the rows,
+        and every replica a rank touched (the same update on every rank).
 
-        grads: (S, D) from :meth:`push`, aligned with ``routes.serve``.
+        grads: (S + Tk, D) from :meth:`push`.
         """
+        s = len(routes.serve)
         uniq, inv = torch.unique(routes.serve, return_inverse=True)
         coalesced = torch.zeros(len(uniq), grads.shape[1], dtype=grads.dtype)
-        coalesced.index_add_(0, inv, grads)  # sequential: rank 0's partial sum first
+        coalesced.index_add_(0, inv, grads[:s])  # sequential: rank 0's partial sum first
         self.embedding.update_rows(uniq, coalesced)
+        if self.replicas is not None and len(routes.touched):
+            self.replicas.embedding.update_rows(self.replicas.slots(routes.touched), grads[s:])
+
+    def write_back(self) -> None:
+        """Copy the replicas of this rank's rows into its shard (then the shard is complete)."""
+        if self.replicas is None:
+            return
+        mine = self.replicas.rows[self.sharding.owner(self.replicas.rows) == self.ctx.rank]
+        self.replicas.write_back(self.store, mine, self.sharding.local(mine))
+
+
+class _All:
+    """Several works in flight waited as one."""
+
+    def __init__(self, works: list[object]) -> None:
+        self.works = works
+
+    def wait(self) -> None:
+        for w in self.works:
+            w.wait()  # type: ignore[attr-defined]

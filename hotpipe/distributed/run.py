@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -24,6 +25,7 @@ from hotpipe.data.loader import BatchLoader, split_loaders
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.exchange import RowExchange
 from hotpipe.distributed.loop import dist_train_steps, local_batch
+from hotpipe.distributed.replicas import ReplicaSet, choose_replicated
 from hotpipe.distributed.sharding import RowSharding, build_shard_store
 from hotpipe.errors import ConfigError
 from hotpipe.model.dlrm import DLRM
@@ -55,8 +57,19 @@ class DistComponents:
 
 
 def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
-                          dataset: ColumnarDataset | None = None) -> DistComponents:
+                          dataset: ColumnarDataset | None = None,
+                          replicate: int | np.ndarray = 0,
+                          profile_steps: int | None = None) -> DistComponents:
     """Build rank ``ctx.rank``'s components from the config sections.
+
+    Args:
+        cfg: the run's configuration (the same on every rank).
+        ctx: this rank.
+        dataset: an opened dataset (default: ``cfg.data.path``).
+        replicate: hot rows held by every rank: a count (the most looked-up
+            rows of the first ``profile_steps`` steps) or the global row ids.
+        profile_steps: steps counted to choose them (default: 5% of the
+            training steps, at least one; FAE profiles a 5% sample).
 
     The dense model and its optimizer are built exactly as ``train/run.py``
     builds them (same seed, same order), so every replica starts with the
@@ -88,8 +101,16 @@ def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
     dense_opt = builders.build_dense_optimizer(cfg.optim, model.parameters())
     row_opt = builders.build_row_optimizer(cfg.optim, dim)
     store = build_shard_store(sharding, dim=dim, optimizer=row_opt, seed=cfg.train.seed)
+    if isinstance(replicate, int):
+        steps = len(train_loader) if not cfg.train.max_steps else min(cfg.train.max_steps,
+                                                                       len(train_loader))
+        hot = choose_replicated(train_loader, layout, replicate,
+                                profile_steps if profile_steps is not None else max(1, steps // 20))
+    else:
+        hot = np.asarray(replicate, dtype=np.int64)
+    replicas = ReplicaSet.build(hot, layout=layout, dim=dim, optimizer=row_opt, seed=cfg.train.seed)
     rows = RowExchange(ctx=ctx, sharding=sharding, store=store,
-                       embedding=SparseEmbedding(store=store, optimizer=row_opt))
+                       embedding=SparseEmbedding(store=store, optimizer=row_opt), replicas=replicas)
     return DistComponents(dataset, layout, train_loader, val_loader, model, dense_opt, row_opt, rows)
 
 
@@ -133,9 +154,13 @@ class _ShardedReader:
 
 
 def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: DistContext, *,
-                      overwrite: bool = False,
+                      overwrite: bool = False, replicate: int | np.ndarray = 0,
+                      profile_steps: int | None = None,
                       components: DistComponents | None = None) -> dict[str, Any]:
     """Train as configured on ``ctx.world_size`` ranks; every rank calls it.
+
+    ``replicate``/``profile_steps``: hot rows kept on every rank, as in
+    :func:`build_dist_components` (ignored when ``components`` are given).
 
     Rank 0 writes ``config.yaml``, ``losses.json`` and ``metrics.json`` (with a
     ``dist`` section: every rank's exchange counters and their totals) and
@@ -151,7 +176,8 @@ def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: Dist
         try:
             if cfg.train.threads:
                 torch.set_num_threads(cfg.train.threads)
-            c = components or build_dist_components(cfg, ctx)
+            c = components or build_dist_components(cfg, ctx, replicate=replicate,
+                                                    profile_steps=profile_steps)
             check_same_run(cfg, ctx, c.dataset)
             metrics = _train(cfg, run, ctx, c)
         except BaseException as e:
@@ -171,6 +197,7 @@ def _train(cfg: RunConfig, run: RunDir | None, ctx: DistContext, c: DistComponen
     state = LoopState()
     dist_train_steps(ctx=ctx, model=c.model, rows=c.rows, dense_opt=c.dense_opt,
                      loader=c.train_loader, state=state, stop=stop)
+    c.rows.write_back()  # each shard complete again (replicated rows included)
     trained_stats = c.rows.stats.as_dict()  # before evaluation's fetches add to it
     offsets = torch.from_numpy(c.layout.offsets.copy())
     # evaluate() only calls read_rows: the sharded reader is all of a Feed it needs.
@@ -197,6 +224,7 @@ def _train(cfg: RunConfig, run: RunDir | None, ctx: DistContext, c: DistComponen
             "backend": ctx.backend,
             "sharding": "row-wise, global row % world_size",
             "local_batch": cfg.data.batch_size // ctx.world_size,
+            "replicated_rows": len(c.rows.replicas) if c.rows.replicas is not None else 0,
             "bytes_sent": totals["bytes_sent"],
             "bytes_received": totals["bytes_received"],
             "bytes_per_sample": totals["bytes_sent"] / trained if trained else 0.0,
