@@ -337,3 +337,17 @@ def test_val_for_libfm_and_for_criteo_with_hash(tmp_path: Path, capsys: pytest.C
     ds = ColumnarDataset.open(tmp_path / "c")
     v = ds.open_val()
     assert v is not None and np.array_equal(v.sparse[0], ds.sparse[0]) and ds.manifest["val"]["oov"] is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(alphabet="ab\n\r", max_size=60), cut=st.integers(1, 7))
+def test_line_counter_counts_the_lines_pyarrow_reads(text: str, cut: int) -> None:
+    from hotpipe.data.csv_shape import LineCounter
+
+    data = text.replace("\r", "\r\n").encode()  # CR only inside CRLF, as in real files
+    counter = LineCounter(io.BytesIO(data))
+    while counter.read(cut):
+        pass
+    counter.read(cut)
+    lines = data.decode().replace("\r\n", "\n").split("\n")
+    assert counter.lines == sum(1 for ln in lines if ln)

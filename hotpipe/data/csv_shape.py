@@ -21,7 +21,8 @@ import io
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hotpipe.data.criteo import SourceStream
+import numpy as np
+
 from hotpipe.data.schema import AUTO_CANDIDATES, NAMED_DELIMITERS, TabularSchema
 from hotpipe.errors import DataFormatError
 
@@ -101,12 +102,16 @@ def layout(path: Path, schema: TabularSchema) -> tuple[str, list[str], int]:
 
 
 class LineCounter(io.RawIOBase):
-    """Passes the stream to pyarrow, counting non-empty lines (to catch an unclosed quote)."""
+    """Passes the stream to pyarrow, counting non-empty lines (to catch an unclosed quote).
 
-    def __init__(self, stream: SourceStream) -> None:
+    A line is empty when its newline follows another newline directly, or
+    across a ``\r`` (CRLF files); those are the lines pyarrow ignores.
+    """
+
+    def __init__(self, stream: Any) -> None:
         self._s = stream
         self.lines = 0
-        self._last = b"\n"
+        self._tail = b"\n"  # the last two bytes seen; the stream starts at a line start
 
     def readable(self) -> bool:
         return True
@@ -114,14 +119,17 @@ class LineCounter(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         data = self._s.read(n if n and n > 0 else 1 << 20)
         if data:
-            joined = self._last + data
-            # Lines = newlines, minus empty ones (a newline right after another).
-            self.lines += joined.count(b"\n") - (self._last == b"\n") - joined.count(b"\n\n") \
-                - joined.count(b"\n\r\n") + (self._last == b"\n" and data[:1] == b"\n")
-            self._last = data[-1:]
-        elif self._last not in (b"\n", b""):
+            joined = np.frombuffer(self._tail + data, np.uint8)
+            nl = joined == 10
+            k = len(self._tail)
+            prev_nl = np.r_[False, nl[:-1]]  # byte i-1 is a newline
+            cr_nl = np.r_[False, False, (joined[1:-1] == 13) & nl[:-2]]  # bytes i-2, i-1 are "\n\r"
+            empty = nl & (prev_nl | cr_nl)
+            self.lines += int(nl[k:].sum()) - int(empty[k:].sum())
+            self._tail = (self._tail + data)[-2:]
+        elif self._tail[-1:] not in (b"\n", b""):
             self.lines += 1  # a last line without its newline
-            self._last = b""
+            self._tail = b""
         return data
 
     def readinto(self, b: Any) -> int:
