@@ -17,6 +17,7 @@ from hotpipe.data.loader import split_loaders
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.run import train_distributed
 from hotpipe.distributed.spawn import run_ranks
+from hotpipe.distributed.traffic import count_traffic
 from hotpipe.train.run import train
 from tests.conftest import make_dataset
 
@@ -84,6 +85,9 @@ def test_train_distributed_matches_train(world: int, num_hot: int, tmp_path: Pat
     # each remote row crosses once forward (the row) and once backward (its gradient)
     assert d["rows_sent"] == sum(p["rows_received"] for p in d["per_rank"]) == 2 * remote
     assert d["bytes_sent"] == d["bytes_received"] == 2 * remote * DIM * 4
+    predicted = count_traffic(_steps(data), world_size=world, replicated=hot)
+    assert predicted.hotpipe_rows == remote  # the planner-side count equals the runtime's
+    assert predicted.bytes(DIM)["hotpipe_bytes"] == d["bytes_sent"]
     assert d["bytes_per_sample"] == pytest.approx(2 * remote * DIM * 4 / (STEPS * BATCH))
     assert all(p["steps"] == STEPS for p in d["per_rank"])
     assert not (out / "checkpoints").exists()  # no checkpoints yet (not claimed)
