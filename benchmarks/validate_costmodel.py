@@ -41,8 +41,8 @@ from hotpipe.errors import CapacityError
 from hotpipe.placement.calibrate import CalibrationSpec, calibrate
 from hotpipe.placement.costmodel import Candidate, predict, workload_from_config
 from hotpipe.placement.hardware import Hardware
-from hotpipe.placement.movement import StepTrace, trace_movement
 from hotpipe.placement.search import SearchSpace, search
+from hotpipe.plan.movement import StepTrace, trace_movement
 from hotpipe.train.run import train
 
 

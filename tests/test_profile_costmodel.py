@@ -16,11 +16,10 @@ from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError, ConfigError, DataFormatError
 from hotpipe.placement.costmodel import Candidate, Workload, predict
 from hotpipe.placement.hardware import ComputeFit, Hardware, Overlap, PlannerFit, TierRates
-from hotpipe.placement.movement import StepTrace, trace_movement
 from hotpipe.placement.pipeline import replay_pipeline
 from hotpipe.placement.ranks import hottest_rows, predict_ranks
 from hotpipe.placement.search import SearchSpace, enumerate_candidates, search
-from hotpipe.plan.simulate import replay
+from hotpipe.plan.movement import StepTrace, trace_movement
 from tests.conftest import make_dataset
 
 WORK = Workload(batch_size=32, num_rows=600, state_width=1,
@@ -53,24 +52,20 @@ class _Unsized:
         return iter(self.steps)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.sampled_from(["lookahead", "lru", "lfu", "static"]), st.integers(70, 600),
        st.integers(1, 12), st.integers(0, 2), st.integers(0, 3))
-def test_rows_moved_equal_the_simulators(policy, capacity, window, depth, seed):
+def test_prediction_prices_the_counted_rows(policy, capacity, window, depth, seed):
+    # simulate and the cost model share one counter (plan/movement.py); what is left to
+    # check is that the prediction prices exactly those rows.
     steps = _Unsized(zipf_steps(12, seed=seed))
     try:
         st_ = trace_movement(steps, num_rows=600, capacity=capacity, window=window, depth=depth,
                              policy=policy)
     except CapacityError:
-        assert replay(steps, num_rows=600, capacity_rows=capacity, policy=policy, window=window,
-                      depth=depth).error is not None
         return
-    sim = replay(steps, num_rows=600, capacity_rows=capacity, policy=policy, window=window, depth=depth)
-    tot = st_.totals()
-    for key in ("steps", "lookups", "unique_lookups", "misses", "rows_fetched", "rows_evicted"):
-        assert tot[key] == getattr(sim, key), key
     p = predict(Candidate(policy, capacity, window, depth, "host"), st_, WORK, fake_hardware())
-    assert p.rows_fetched == sim.rows_fetched
+    assert p.rows_fetched == st_.totals()["rows_fetched"]
     assert p.bytes_moved == (p.rows_fetched + p.rows_written_back) * WORK.row_bytes
 
 

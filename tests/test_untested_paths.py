@@ -122,3 +122,48 @@ def test_cli_starts_fast_and_imports_no_torch() -> None:
     # Not a timing assertion on purpose (shared machine): torch not imported is the contract;
     # the numbers are printed for the record.
     print(f"parser built in {float(seconds):.3f}s; argument error in {time.perf_counter() - t0:.2f}s")
+
+
+def test_a_separate_validation_file_is_what_training_validates_on(tmp_path: Path) -> None:
+    """`prepare TRAIN --val VAL` datasets: all train rows train, val/ validates, and the
+    trace that simulate and the cost model plan is the same set of steps."""
+    from hotpipe.cli import main
+
+    rng = np.random.default_rng(0)
+
+    def write(path: Path, n: int) -> None:
+        lines = ["label,a,b"] + [f"{int(rng.random() < 0.3)},u{rng.integers(0, 30)},i{rng.integers(0, 9)}"
+                                 for _ in range(n)]
+        path.write_text("\n".join(lines) + "\n")
+
+    write(tmp_path / "train.csv", 640)
+    write(tmp_path / "val.csv", 200)
+    (tmp_path / "s.yaml").write_text("label: label\ncategorical: [a, b]\n")
+    assert main(["prepare", str(tmp_path / "train.csv"), "--format", "csv", "--schema",
+                 str(tmp_path / "s.yaml"), "--out", str(tmp_path / "d"), "--val",
+                 str(tmp_path / "val.csv")]) == 0
+    ds = ColumnarDataset.open(tmp_path / "d")
+    assert ds.has_val
+    trace = TrainTrace(ds, batch_size=32, val_fraction=0.5)  # val_fraction unused with a val file
+    assert len(trace) == 640 // 32
+    m = train(_cfg(tmp_path / "d", "data.val_fraction=0.5"), tmp_path / "run")
+    assert m["steps"] == 20 and m["val_rows"] == 200
+
+
+def test_an_id_past_its_table_is_an_error_naming_it(tmp_path: Path) -> None:
+    """The loader bounds-checks every batch: an id edited in the middle of a big
+    sparse.bin (past the quick checksum's first/last MiB) is still caught."""
+    from hotpipe.data.loader import BatchLoader
+    from hotpipe.errors import DataFormatError
+
+    rows = 400_000  # sparse.bin 3.2 MB: row 200,000 lies outside its first and last MiB
+    data = make_dataset(tmp_path / "d", rows=rows, cards=(20, 9))
+    raw = np.memmap(data / "sparse.bin", dtype=np.int32, mode="r+", shape=(rows, 2))
+    raw[200_000, 1] = 9  # one past table C2's last row
+    raw.flush()
+    del raw
+    loader = BatchLoader(ColumnarDataset.open(data), batch_size=1000)
+    loader.sparse_ids(0)
+    with pytest.raises(DataFormatError, match="C2") as e:
+        loader.sparse_ids(200)
+    assert "200000" in str(e.value).replace(",", "")

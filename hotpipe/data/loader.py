@@ -37,6 +37,7 @@ class BatchLoader:
         self.batch_size = batch_size
         self.start = start
         self.stop = dataset.rows if stop is None else stop
+        self._cards = np.asarray(dataset.cardinalities, dtype=np.int64)  # (T,)
         n = max(0, self.stop - self.start)
         self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
         # Epochs are laid end to end: step k reads batch k % steps_per_epoch.
@@ -52,8 +53,17 @@ class BatchLoader:
         return slice(lo, min(lo + self.batch_size, self.stop))
 
     def sparse_ids(self, step: int) -> np.ndarray:
-        """Local ids of one step: (B, T) int64, without reading the rest of the batch."""
-        return np.asarray(self.ds.sparse[self._rows(step)], dtype=np.int64)
+        """Local ids of one step: (B, T) int64, without reading the rest of the batch.
+
+        Bounds-checked per batch (a min and a per-table max, far cheaper than
+        the step): an id edited past its table in ``sparse.bin`` would
+        otherwise train another table's row silently.
+        """
+        rows = self._rows(step)
+        ids = np.asarray(self.ds.sparse[rows], dtype=np.int64)
+        if ids.size and (ids.min() < 0 or bool((ids.max(axis=0) >= self._cards).any())):
+            self.ds.check_ids(ids, rows.start)  # raises DataFormatError naming table and row
+        return ids
 
     def batch(self, step: int) -> Batch:
         rows = self._rows(step)
@@ -94,7 +104,17 @@ class IdStream:
 
 def split_loaders(dataset: ColumnarDataset, *, batch_size: int, val_fraction: float,
                   max_val_rows: int = 0, epochs: int = 1) -> tuple[BatchLoader, BatchLoader]:
-    """Train on the first rows, validate on the last ``val_fraction`` (time order)."""
+    """Train on the first rows, validate on the last ``val_fraction`` (time order).
+
+    A dataset prepared with a separate validation file (``hotpipe prepare
+    TRAIN --val VAL``) trains on all its rows and validates on that file;
+    ``val_fraction`` is then not used.
+    """
+    val_ds = dataset.open_val()
+    if val_ds is not None:
+        train = BatchLoader(dataset, batch_size=batch_size, drop_last=True, epochs=epochs)
+        stop = val_ds.rows if not max_val_rows else min(val_ds.rows, max_val_rows)
+        return train, BatchLoader(val_ds, batch_size=batch_size, stop=stop)
     n_val = int(dataset.rows * val_fraction)
     split = dataset.rows - n_val
     val_stop = dataset.rows if not max_val_rows else min(dataset.rows, split + max_val_rows)

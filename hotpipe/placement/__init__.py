@@ -18,8 +18,8 @@ from hotpipe.placement.costmodel import (
            workload_from_config,
 )
 from hotpipe.placement.hardware import Hardware
-from hotpipe.placement.movement import StepTrace, trace_movement
 from hotpipe.placement.search import SearchSpace, search
+from hotpipe.plan.movement import StepTrace, trace_movement
 
 __all__ = ["CalibrationSpec", "Candidate", "Hardware", "Prediction", "SearchSpace", "StepTrace",
            "Workload", "calibrate", "predict", "search", "trace_movement", "workload_from_config"]

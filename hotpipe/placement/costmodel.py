@@ -3,7 +3,7 @@
 SCARS's idea — choose placement with a cost model — made checkable: every
 input is either counted exactly or measured.
 
-- **Rows moved** come from the planner itself (:mod:`hotpipe.placement.movement`),
+- **Rows moved** come from the planner itself (:mod:`hotpipe.plan.movement`),
   so the predicted traffic *equals* the simulator's for the configuration.
 - **Time per unit of work** comes from the machine's measured rates
   (:mod:`hotpipe.placement.hardware`, measured by ``hotpipe calibrate``):
@@ -41,8 +41,8 @@ import numpy as np
 from hotpipe.config import RunConfig
 from hotpipe.errors import ConfigError
 from hotpipe.placement.hardware import Hardware
-from hotpipe.placement.movement import StepTrace
 from hotpipe.placement.pipeline import replay_pipeline
+from hotpipe.plan.movement import StepTrace
 from hotpipe.storage.slots import FLOAT_BYTES
 
 #: Settings a compute measurement must share with the run it predicts.
@@ -216,7 +216,7 @@ def predict(c: Candidate, trace: StepTrace, work: Workload, hw: Hardware) -> Pre
 
     Args:
         c: the configuration (``ranks == 1``; see :mod:`hotpipe.placement.ranks`).
-        trace: :func:`~hotpipe.placement.movement.trace_movement` of ``c`` (for
+        trace: :func:`~hotpipe.plan.movement.trace_movement` of ``c`` (for
             ``policy="none"``, any trace of the same steps: only batch sizes are used).
         work: what is trained.
         hw: the machine.

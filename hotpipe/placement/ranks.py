@@ -40,8 +40,8 @@ from hotpipe.placement.costmodel import (
     profiled_lookups,
 )
 from hotpipe.placement.hardware import Hardware
-from hotpipe.placement.movement import trace_movement
 from hotpipe.placement.pipeline import replay_pipeline
+from hotpipe.plan.movement import trace_movement
 from hotpipe.storage.slots import FLOAT_BYTES
 
 

@@ -18,8 +18,8 @@ from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError, ConfigError
 from hotpipe.placement.costmodel import Candidate, Prediction, Workload, predict
 from hotpipe.placement.hardware import Hardware
-from hotpipe.placement.movement import StepTrace, trace_movement
 from hotpipe.placement.ranks import hottest_rows, predict_ranks
+from hotpipe.plan.movement import StepTrace, trace_movement
 
 
 @dataclass(frozen=True)

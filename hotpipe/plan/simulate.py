@@ -29,6 +29,7 @@ from hotpipe.capacity import Capacity
 from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError, ConfigError
+from hotpipe.plan.movement import MoveCounter
 from hotpipe.plan.planner import Planner
 from hotpipe.plan.policies import make_policy
 
@@ -120,21 +121,20 @@ def replay(steps: Iterable[np.ndarray], *, num_rows: int, capacity_rows: int, po
              else _TimedTrace(steps))
     planner = Planner(num_rows=num_rows, capacity=capacity_rows, window=window, depth=depth,
                       policy=policy)
+    counter = MoveCounter(num_rows)  # the cost model's counter: one count of what plans move
     t0 = time.perf_counter()
     try:
         for plan in planner.plan(trace):
-            if res.steps == 0:
+            if not counter.cols:
                 res.setup_seconds = time.perf_counter() - t0 - trace.waited
-            res.steps += 1
-            res.samples += plan.lookup_slots.shape[0] if plan.lookup_slots.ndim else 1
-            res.lookups += plan.lookup_slots.size
-            res.unique_lookups += plan.unique_ids.shape[0]
-            res.misses += plan.num_misses
-            res.rows_fetched += plan.fetch_ids.shape[0]
-            res.rows_evicted += plan.evict_ids.shape[0]
+            counter.add(plan)
     except CapacityError as e:
         res.error = str(e)
     res.seconds = time.perf_counter() - t0 - trace.waited
+    tot = counter.result().totals()
+    res.steps, res.samples, res.lookups = int(tot["steps"]), int(tot["samples"]), int(tot["lookups"])
+    res.unique_lookups, res.misses = int(tot["unique_lookups"]), int(tot["misses"])
+    res.rows_fetched, res.rows_evicted = int(tot["rows_fetched"]), int(tot["rows_evicted"])
     return res
 
 

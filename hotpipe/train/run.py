@@ -18,7 +18,6 @@ Outputs in the run directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -109,13 +108,9 @@ def build_components(cfg: RunConfig, run_dir: str | os.PathLike[str], **given: A
 
 
 def dataset_fingerprint(ds: ColumnarDataset) -> str:
-    """The dataset's identity for resume checks: its manifest's fingerprint, or a hash of
-    what defines it (rows, tables, sources) for datasets written before fingerprints."""
-    fp = ds.manifest.get("fingerprint")
-    if isinstance(fp, str) and fp:
-        return fp
-    keys = {k: ds.manifest.get(k) for k in ("rows", "num_dense", "tables", "sources", "encoding", "synth")}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
+    """The dataset's identity for resume checks (the data stage owns it: sha256 over
+    rows, tables and every file's checksum, weaker for datasets written before checksums)."""
+    return ds.fingerprint
 
 
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:

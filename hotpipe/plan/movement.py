@@ -1,9 +1,9 @@
-"""Rows moved per step, read off the planner's own plans.
+"""Rows moved per step, read off the planner's own plans: the one counter.
 
-The cost model never guesses traffic: it runs :class:`hotpipe.plan.Planner`
-(the same planner the tiered feed runs) over the very steps training would
-run, and counts per step what the plans fetch and evict. Totals therefore
-equal :func:`hotpipe.plan.simulate.replay`'s for the same configuration.
+``hotpipe simulate`` (:func:`hotpipe.plan.simulate.replay`) and the cost
+model (``placement/``) both count traffic here, over the one trace of
+training steps (:class:`~hotpipe.data.loader.TrainTrace`) and the planner
+the tiered feed runs, so what they report is what training moves.
 
 Write-backs are counted the way :class:`hotpipe.storage.tiered.TieredStore`
 writes: an evicted row goes back only if it is dirty, i.e. a step used (and
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hotpipe.data.loader import TrainTrace
 from hotpipe.plan.planner import Planner
+from hotpipe.plan.types import StepPlan
 
-__all__ = ["StepTrace", "TrainTrace", "trace_movement"]
+__all__ = ["MoveCounter", "StepTrace", "trace_movement"]
 
 
 @dataclass(frozen=True)
@@ -77,31 +77,48 @@ class StepTrace:
         }
 
 
+class MoveCounter:
+    """Accumulates :class:`StepTrace` columns plan by plan.
+
+    Args:
+        num_rows: rows in the fused id space (for the dirty bits).
+    """
+
+    def __init__(self, num_rows: int) -> None:
+        self.dirty = np.zeros(num_rows, dtype=bool)  # used since fetched
+        self.cols: list[tuple[int, int, int, int, int, int, int]] = []
+
+    def add(self, plan: StepPlan) -> None:
+        ev = plan.evict_ids
+        wb = int(np.count_nonzero(self.dirty[ev]))
+        self.dirty[ev] = False
+        self.dirty[plan.unique_ids] = True  # every row a step looks up gets its update
+        b = int(plan.lookup_slots.shape[0]) if plan.lookup_slots.ndim else 1
+        self.cols.append((int(plan.lookup_slots.size), int(plan.unique_ids.shape[0]), plan.num_misses,
+                          int(plan.fetch_ids.shape[0]), int(ev.shape[0]), wb, b))
+
+    def result(self) -> StepTrace:
+        arr = np.array(self.cols, dtype=np.int64).reshape(-1, 7)
+        return StepTrace(lookups=arr[:, 0], unique=arr[:, 1], misses=arr[:, 2], fetched=arr[:, 3],
+                         evicted=arr[:, 4], written_back=arr[:, 5],
+                         flushed=int(np.count_nonzero(self.dirty)), batch_sizes=arr[:, 6])
+
+
 def trace_movement(steps: Iterable[np.ndarray], *, num_rows: int, capacity: int, window: int,
                    depth: int, policy: str) -> StepTrace:
     """Plan ``steps`` and count each step's traffic.
 
     Args:
         steps: each step's global ids, (B, T) int64. Pass what training
-            passes (a sized trace, e.g. :class:`TrainTrace`): ``static``
-            profiles a share of a sized trace but a fixed number of steps otherwise.
+            passes (a sized trace, e.g. :class:`~hotpipe.data.loader.TrainTrace`):
+            ``static`` profiles a share of a sized trace but a fixed number of steps otherwise.
         num_rows, capacity, window, depth, policy: as for :class:`Planner`.
 
     Raises:
         CapacityError: ``capacity`` cannot hold a step's in-flight rows.
     """
     planner = Planner(num_rows=num_rows, capacity=capacity, window=window, depth=depth, policy=policy)
-    dirty = np.zeros(num_rows, dtype=bool)  # used since fetched
-    cols: list[tuple[int, int, int, int, int, int, int]] = []
+    counter = MoveCounter(num_rows)
     for plan in planner.plan(steps):
-        ev = plan.evict_ids
-        wb = int(np.count_nonzero(dirty[ev]))
-        dirty[ev] = False
-        dirty[plan.unique_ids] = True  # every row a step looks up gets its update
-        b = int(plan.lookup_slots.shape[0]) if plan.lookup_slots.ndim else 1
-        cols.append((int(plan.lookup_slots.size), int(plan.unique_ids.shape[0]), plan.num_misses,
-                     int(plan.fetch_ids.shape[0]), int(ev.shape[0]), wb, b))
-    arr = np.array(cols, dtype=np.int64).reshape(-1, 7)
-    return StepTrace(lookups=arr[:, 0], unique=arr[:, 1], misses=arr[:, 2], fetched=arr[:, 3],
-                     evicted=arr[:, 4], written_back=arr[:, 5], flushed=int(np.count_nonzero(dirty)),
-                     batch_sizes=arr[:, 6])
+        counter.add(plan)
+    return counter.result()
