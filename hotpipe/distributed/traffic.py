@@ -14,7 +14,13 @@ Counted per step, rank s of W, b = B / W samples, D floats a row::
     hotpipe     distinct non-replicated ids of s's samples another rank owns:
                 the row once forward, its coalesced gradient once back
     replicas    payload of the replica all-reduce: the distinct replicated rows
-                any rank touched (every rank hands that many rows to all_reduce)
+                any rank touched (every rank hands that many rows to all_reduce);
+                a ring all-reduce puts 2 (W-1)/W of each rank's payload on the wire
+
+Measured consequence (dist_BENCHMARKS.md): replicating a row saves its
+forward fetch (no stall for it) but not bytes, because the all-reduce of
+its gradient moves about as much as fetching it and returning the gradient
+would. The byte savings against the baseline come from deduplication.
 
 Ids are not counted: the baseline would send them, hotpipe does not (foresight).
 """
@@ -34,6 +40,7 @@ from hotpipe.storage.slots import FLOAT_BYTES
 class Traffic:
     """Totals over a trace (all ranks, both directions)."""
 
+    world_size: int = 1
     steps: int = 0
     samples: int = 0
     rowwise_rows: int = 0  # per-lookup vectors, one direction
@@ -45,11 +52,16 @@ class Traffic:
         row = dim * FLOAT_BYTES
         rowwise = 2 * self.rowwise_rows * row
         hotpipe = 2 * self.hotpipe_rows * row
+        w = self.world_size
+        wire = self.replica_rows * row * 2 * (w - 1) / w  # ring all-reduce, all ranks
         n = max(self.samples, 1)
         return {"rowwise_bytes": rowwise, "hotpipe_bytes": hotpipe,
                 "replica_allreduce_bytes": self.replica_rows * row,
+                "replica_wire_bytes": wire,
                 "rowwise_per_sample": rowwise / n, "hotpipe_per_sample": hotpipe / n,
-                "ratio": hotpipe / rowwise if rowwise else float("nan")}
+                "hotpipe_total_per_sample": (hotpipe + wire) / n,
+                "ratio": hotpipe / rowwise if rowwise else float("nan"),
+                "ratio_total": (hotpipe + wire) / rowwise if rowwise else float("nan")}
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -70,7 +82,7 @@ def count_traffic(steps: Iterable[np.ndarray], *, world_size: int,
     """
     w = world_size
     hot = np.asarray(replicated if replicated is not None else [], dtype=np.int64)
-    t = Traffic()
+    t = Traffic(world_size=w)
     for ids in steps:
         big_b = len(ids)
         if big_b % w:
