@@ -59,6 +59,8 @@ def test_a_rank_that_raises_ends_the_others_naming_it(world: int, tmp_path: Path
             assert r.error_type == "PeerFailedError", r.error
             assert f"rank {r.rank}:" in str(r.error) and "rank 1 failed" in str(r.error)
             assert "injected failure" in str(r.error)
+            # on_step(3) runs once step index 2 is done: the peers fail inside step 3
+            assert "at step 3 failed" in str(r.error)
     assert elapsed < 60
 
 
@@ -85,6 +87,21 @@ def test_a_peer_that_never_arrives_times_out(tmp_path: Path) -> None:
     assert "first barrier" in str(results[0].error)
     assert results[1].exitcode is None  # still asleep at the deadline: killed by run_ranks
     assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.parametrize(("env", "key"), [({"WORLD_SIZE": "2"}, "RANK"),
+                                           ({"RANK": "0", "WORLD_SIZE": "two"}, "WORLD_SIZE"),
+                                           ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR")])
+def test_init_from_env_names_a_missing_variable(env: dict[str, str], key: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from hotpipe.distributed.context import init_from_env
+
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match=key):
+        init_from_env(timeout=1)
 
 
 def _ctx(rank: int, world: int) -> DistContext:

@@ -74,6 +74,8 @@ class DistContext:
     timeout: float
     store: Any
     group: Any = None
+    #: what the rank is doing ("step 12"), named in a PeerFailedError; the loop sets it.
+    phase: str = "setup"
 
     @property
     def is_main(self) -> bool:
@@ -104,7 +106,8 @@ class DistContext:
         except (RuntimeError, dist.DistError) as e:
             if isinstance(e, HotpipeError):
                 raise
-            raise PeerFailedError(self.rank, self._wait_for_notes(), where, e) from e
+            raise PeerFailedError(self.rank, self._wait_for_notes(), f"{where} at {self.phase}",
+                                  e) from e
 
     def _wait_for_notes(self) -> dict[int, str]:
         # The failing rank writes its note just before it exits; its connection

@@ -66,6 +66,7 @@ def dist_train_steps(*, ctx: DistContext, model: DLRM, rows: RowExchange,
     t_start = time.perf_counter()
     try:
         for k in range(state.step, stop):
+            ctx.phase = f"step {k}"
             batch = loader.batch(k)
             assert isinstance(batch.sparse, torch.Tensor)
             gids = batch.sparse + offsets  # (B, T) global ids, the same on every rank
@@ -90,6 +91,7 @@ def dist_train_steps(*, ctx: DistContext, model: DLRM, rows: RowExchange,
                 paused = time.perf_counter()
                 on_step(state.step)
                 t_start += time.perf_counter() - paused
+        ctx.phase = f"after step {state.step}"
     finally:
         state.train_seconds += time.perf_counter() - t_start
 
