@@ -59,25 +59,47 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     _section: ClassVar[str] = "model"
+    # The interaction between the features: DLRM's pairwise dots, DCN-v2's cross
+    # network, or Ad-Rec's masked transformer (hotpipe/model/{dlrm,dcn,adrec}.py).
+    arch: Literal["dlrm", "dcn", "adrec"] = "dlrm"
     embedding_dim: int = Field(16, gt=0)
     # Bottom MLP widths; the last is the embedding dim (dense features join the
-    # interaction as one more D-vector).
+    # interaction as one more D-vector). arch=dcn also takes [] (raw dense into
+    # x0, as in the DCN-v2 paper) and any last width (x0 is one flat vector).
     bottom: list[int] = [64, 16]
     # Top MLP widths; the last is 1 (one logit per sample).
     top: list[int] = [64, 1]
+    # arch=dcn: cross layers, their rank (0 = full N x N; the paper finds r ~ N/4
+    # loses nothing), stacked (cross -> deep) or parallel (cross | deep), and the
+    # deep MLP's widths ([] only when stacked).
+    cross_layers: int = Field(3, gt=0)
+    cross_rank: int = Field(0, ge=0)
+    dcn_structure: Literal["stacked", "parallel"] = "stacked"
+    deep: list[int] = [64, 32]
+    # arch=adrec: attention heads (embedding_dim must divide by it), transformer
+    # blocks, and the feed-forward's hidden width as a multiple of embedding_dim.
+    heads: int = Field(2, gt=0)
+    attn_layers: int = Field(2, gt=0)
+    ffn_mult: int = Field(2, gt=0)
 
     @model_validator(mode="after")
     def _shapes(self) -> ModelConfig:
-        for key, widths in (("bottom", self.bottom), ("top", self.top)):
-            if not widths:
+        for key, widths in (("bottom", self.bottom), ("top", self.top), ("deep", self.deep)):
+            if not widths and not (key == "deep" or (key == "bottom" and self.arch == "dcn")):
                 raise ConfigError(f"model.{key}", "expected a non-empty list of layer widths, found []")
-            if min(widths) < 1:
+            if widths and min(widths) < 1:
                 raise ConfigError(f"model.{key}", f"expected positive widths, found {widths}")
-        if self.bottom[-1] != self.embedding_dim:
+        if self.arch != "dcn" and self.bottom[-1] != self.embedding_dim:
             raise ConfigError("model.bottom", f"the last width must equal model.embedding_dim "
                                               f"({self.embedding_dim}); found {self.bottom}")
         if self.top[-1] != 1:
             raise ConfigError("model.top", f"the last width must be 1 (one logit); found {self.top}")
+        if self.arch == "dcn" and self.dcn_structure == "parallel" and not self.deep:
+            raise ConfigError("model.deep", "model.dcn_structure=parallel needs a deep MLP beside "
+                                            "the cross net; found []")
+        if self.arch == "adrec" and self.embedding_dim % self.heads:
+            raise ConfigError("model.heads", f"model.embedding_dim ({self.embedding_dim}) must be "
+                                             f"divisible by the number of heads; found {self.heads}")
         return self
 
 

@@ -40,9 +40,33 @@ def build_dense_optimizer(o: OptimConfig, params: Iterable[torch.nn.Parameter]) 
 
 
 def build_model(m: ModelConfig, *, num_dense: int, num_tables: int) -> DLRM:
-    """The dense part (bottom MLP, interaction, top MLP); sizes were checked by the config."""
-    return DLRM(num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
-                bottom=list(m.bottom), top=list(m.top))
+    """The dense part for ``model.arch``; sizes were checked by the config.
+
+    Every arch has DLRM's interface, ``forward(dense (B, F), emb (B, T, D)) ->
+    logits (B,)`` plus an ordinary ``state_dict``, which is all the loop,
+    evaluation, tiering and checkpoints use.
+    """
+    from typing import cast
+
+    if m.arch == "dcn":
+        from hotpipe.model.dcn import DCN
+
+        model: torch.nn.Module = DCN(
+            num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
+            bottom=list(m.bottom), cross_layers=m.cross_layers, cross_rank=m.cross_rank,
+            structure=m.dcn_structure, deep=list(m.deep), top=list(m.top))
+    elif m.arch == "adrec":
+        from hotpipe.model.adrec import AdRec
+
+        model = AdRec(num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
+                      bottom=list(m.bottom), heads=m.heads, attn_layers=m.attn_layers,
+                      ffn_mult=m.ffn_mult, top=list(m.top))
+    else:
+        model = DLRM(num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
+                     bottom=list(m.bottom), top=list(m.top))
+    # The callers (train/run.py, train/loop.py, train/evaluate.py, distributed/)
+    # still annotate DLRM; the cast goes once they take any module of this interface.
+    return cast(DLRM, model)
 
 
 def capacity_rows(c: CacheConfig, layout: TableLayout, dim: int, optimizer: RowOptimizer) -> int:
