@@ -24,7 +24,8 @@ def world_size_from_env() -> int:
 
 
 def train_from_env(cfg: RunConfig, run_dir: str | os.PathLike[str], *,
-                   timeout: float = DEFAULT_TIMEOUT_S, overwrite: bool = False,
+                   timeout: float = DEFAULT_TIMEOUT_S, resume: bool = False,
+                   overwrite: bool = False,
                    replicate: int | np.ndarray = 0,
                    profile_steps: int | None = None) -> dict[str, Any]:
     """Train on the ranks torchrun started; every rank calls this and gets the metrics.
@@ -34,6 +35,7 @@ def train_from_env(cfg: RunConfig, run_dir: str | os.PathLike[str], *,
         run_dir: the run directory (rank 0 writes it).
         timeout: seconds any collective waits for a peer before every rank
             fails with :class:`~hotpipe.distributed.context.PeerFailedError`.
+        resume: continue from ``run_dir``'s latest checkpoint (any world size).
         overwrite: replace a run already in ``run_dir``.
         replicate, profile_steps: hot rows on every rank (see
             :func:`~hotpipe.distributed.run.build_dist_components`).
@@ -44,8 +46,8 @@ def train_from_env(cfg: RunConfig, run_dir: str | os.PathLike[str], *,
         PeerFailedError: another rank failed or never arrived.
     """
     ctx = init_from_env(timeout=timeout)
-    metrics = train_distributed(cfg, run_dir, ctx, overwrite=overwrite, replicate=replicate,
-                                profile_steps=profile_steps)
+    metrics = train_distributed(cfg, run_dir, ctx, resume=resume, overwrite=overwrite,
+                                replicate=replicate, profile_steps=profile_steps)
     # Only after success: tearing down a group whose peer died can block; the
     # process is about to exit with the error anyway.
     ctx.close()

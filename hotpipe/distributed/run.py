@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -22,12 +23,13 @@ from hotpipe.config import RunConfig
 from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader, split_loaders
+from hotpipe.distributed.checkpoint import dense_state, load_dist_checkpoint, save_dist_checkpoint
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.exchange import RowExchange
 from hotpipe.distributed.loop import dist_train_steps, local_batch
 from hotpipe.distributed.replicas import ReplicaSet, choose_replicated
 from hotpipe.distributed.sharding import RowSharding, build_shard_store
-from hotpipe.errors import ConfigError
+from hotpipe.errors import CheckpointError, ConfigError
 from hotpipe.model.dlrm import DLRM
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import RowOptimizer
@@ -40,6 +42,11 @@ from hotpipe.train.rundir import RunDir, dump_json, write_atomic
 
 # Keys ranks may disagree on: where each rank reads the data from.
 _LOCAL_KEYS = {"data.path", "train.progress", "train.threads"}
+# Keys that may differ between a run and its resumption (train/run.py's list:
+# they change when or how long we train, not the math of a step).
+_RESUMABLE_DIFF = {"train.max_steps", "train.epochs", "train.checkpoint_every",
+                   "train.eval_every", "train.progress", "train.log_every", "data.path",
+                   "data.max_val_rows", "train.threads"}
 
 
 @dataclass
@@ -154,7 +161,8 @@ class _ShardedReader:
 
 
 def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: DistContext, *,
-                      overwrite: bool = False, replicate: int | np.ndarray = 0,
+                      resume: bool = False, overwrite: bool = False,
+                      replicate: int | np.ndarray = 0,
                       profile_steps: int | None = None,
                       components: DistComponents | None = None) -> dict[str, Any]:
     """Train as configured on ``ctx.world_size`` ranks; every rank calls it.
@@ -164,22 +172,29 @@ def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: Dist
 
     Rank 0 writes ``config.yaml``, ``losses.json`` and ``metrics.json`` (with a
     ``dist`` section: every rank's exchange counters and their totals) and
-    returns the metrics; the other ranks return the same dict.
+    returns the metrics; the other ranks return the same dict. Checkpoints
+    (every ``train.checkpoint_every`` steps and at the end) are in the
+    single-process format (``distributed/checkpoint.py``): ``resume`` continues
+    from one written by any world size, or by ``hotpipe train``.
 
     Raises:
-        ConfigError: see :func:`build_dist_components`, :func:`check_same_run`.
+        ConfigError: see :func:`build_dist_components`, :func:`check_same_run`; a
+            resumed checkpoint of another config.
+        CheckpointError: nothing valid to resume.
         PeerFailedError: another rank failed (named when it could say).
         DivergedError: a non-finite loss.
     """
-    run = RunDir(run_dir, resume=False, overwrite=overwrite) if ctx.is_main else None
+    run: RunDir | None = None
     try:
         try:
+            # Inside the try: a refused run directory is reported to the peers too.
+            run = RunDir(run_dir, resume=resume, overwrite=overwrite) if ctx.is_main else None
             if cfg.train.threads:
                 torch.set_num_threads(cfg.train.threads)
             c = components or build_dist_components(cfg, ctx, replicate=replicate,
                                                     profile_steps=profile_steps)
             check_same_run(cfg, ctx, c.dataset)
-            metrics = _train(cfg, run, ctx, c)
+            metrics = _train(cfg, Path(run_dir), run, ctx, c, resume=resume)
         except BaseException as e:
             ctx.report_failure(e)
             raise
@@ -189,14 +204,44 @@ def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: Dist
     return metrics
 
 
-def _train(cfg: RunConfig, run: RunDir | None, ctx: DistContext, c: DistComponents) -> dict[str, Any]:
+def _check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
+    a, b = _flat(saved), _flat(now.model_dump())
+    for key in sorted(set(a) | set(b)):
+        if key not in _RESUMABLE_DIFF and a.get(key) != b.get(key):
+            raise ConfigError(key, f"differs from the checkpoint's run: checkpoint has "
+                                   f"{a.get(key)!r}, now {b.get(key)!r}")
+
+
+def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: DistComponents, *,
+           resume: bool) -> dict[str, Any]:
+    fingerprint = dataset_fingerprint(c.dataset)
+    state = LoopState()
+    if resume:
+        dense = load_dist_checkpoint(path, rows=c.rows, dataset=fingerprint)
+        _check_resumable(dense["config"], cfg)
+        c.model.load_state_dict(dense["model"])
+        c.dense_opt.load_state_dict(dense["dense_opt"])
+        state = LoopState(**dense["loop"])
     if run is not None:
         write_atomic(run.path / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     n = len(c.train_loader)
     stop = n if not cfg.train.max_steps else min(cfg.train.max_steps, n)
-    state = LoopState()
+    if state.step > stop:
+        raise CheckpointError(f"checkpoint is at step {state.step}, past the requested stop {stop}")
+    resumed_at = state.step
+
+    def checkpoint() -> None:
+        save_dist_checkpoint(path, ctx=ctx, rows=c.rows, step=state.step, dataset=fingerprint,
+                             dense=dense_state(c.model, c.dense_opt, state, cfg))
+
+    def on_step(step: int) -> None:
+        if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < stop:
+            checkpoint()
+
     dist_train_steps(ctx=ctx, model=c.model, rows=c.rows, dense_opt=c.dense_opt,
-                     loader=c.train_loader, state=state, stop=stop)
+                     loader=c.train_loader, state=state, stop=stop, on_step=on_step)
+    if state.step != resumed_at or not resume:  # as train/run.py: a resume at the stop adds nothing
+        checkpoint()
     c.rows.write_back()  # each shard complete again (replicated rows included)
     trained_stats = c.rows.stats.as_dict()  # before evaluation's fetches add to it
     offsets = torch.from_numpy(c.layout.offsets.copy())
