@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     from hotpipe.config import load_config
     from hotpipe.distributed.launch import train_from_env
     cfg = load_config(None, sys.argv[3:], values={"data.path": sys.argv[1]})
-    m = train_from_env(cfg, sys.argv[2], timeout=60, replicate=4)
+    m = train_from_env(cfg, sys.argv[2], timeout=180, replicate=4)
     print("METRICS", json.dumps(m["dist"]["world_size"]))
 """)
 
@@ -42,7 +42,7 @@ def test_torchrun_two_ranks(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          str(script), str(data), str(tmp_path / "dist"), *OVERRIDES],
-        env=env, capture_output=True, text=True, timeout=240)
+        env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("METRICS 2") == 2  # both ranks returned the metrics
 

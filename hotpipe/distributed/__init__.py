@@ -9,6 +9,8 @@ Modules (import them where used; this package imports nothing heavy):
 - ``exchange``: rows to requesters, gradients to owners (all-to-all), replica all-reduce
 - ``loop``: the distributed training step
 - ``run``: ``build_dist_components``, ``train_distributed``
+- ``checkpoint``: sharded runs saved and resumed in the single-process format
+- ``traffic``: the bytes a trace will move (predicted == measured counters)
 - ``launch``: ``train_from_env`` (torchrun)
 - ``spawn``: ``run_ranks`` (W local ranks for tests and benchmarks)
 """

@@ -20,6 +20,7 @@ the rendezvous store; a survivor whose collective then fails raises
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -112,8 +113,6 @@ class DistContext:
     def _wait_for_notes(self) -> dict[int, str]:
         # The failing rank writes its note just before it exits; its connection
         # can close a moment before the note lands, so look twice.
-        import time
-
         notes = self.failed_ranks()
         if not notes:
             time.sleep(0.5)
