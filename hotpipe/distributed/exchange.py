@@ -19,7 +19,14 @@ gradients, as in one process. The only difference is association: one
 process sums a row's lookups left to right over the global batch; here each
 rank sums its own samples left to right and the owner adds those partial
 sums in rank order, ``(g1+g2) + (g3+g4)`` instead of ``((g1+g2)+g3)+g4``.
-A row looked up by one rank only gets bit-identical sums.
+(Given the same lookup gradients, a row looked up by one rank only gets the
+same bits; the lookup gradients themselves differ in the last bits once the
+dense replicas have absorbed a reordered all-reduce.)
+
+Replicated rows (``replicas.py``) skip the all-to-all: they are read from
+the local copy, and their per-rank partial sums are added by an all-reduce
+over the replicated rows any rank touched (gloo's ring picks the order of
+that sum; all ranks get the same bits).
 """
 
 from __future__ import annotations
