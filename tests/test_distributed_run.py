@@ -90,4 +90,5 @@ def test_train_distributed_matches_train(world: int, num_hot: int, tmp_path: Pat
     assert predicted.bytes(DIM)["hotpipe_bytes"] == d["bytes_sent"]
     assert d["bytes_per_sample"] == pytest.approx(2 * remote * DIM * 4 / (STEPS * BATCH))
     assert all(p["steps"] == STEPS for p in d["per_rank"])
+    assert d["stall_seconds"] >= d["exchange_seconds"] > 0
     assert (out / "checkpoints" / "LATEST").is_file()  # the final checkpoint

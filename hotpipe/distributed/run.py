@@ -275,6 +275,9 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
             "bytes_per_sample": totals["bytes_sent"] / trained if trained else 0.0,
             "rows_sent": totals["rows_sent"],
             "exchange_seconds": max(p["exchange_seconds"] for p in per_rank),
+            # Nothing overlaps the collectives yet, so every second waited on
+            # one (row/gradient exchange, dense all-reduce) stalled the step.
+            "stall_seconds": max(p["exchange_seconds"] + p["allreduce_seconds"] for p in per_rank),
             "per_rank": per_rank,
         },
     }
