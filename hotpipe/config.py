@@ -146,12 +146,39 @@ class CacheConfig(_Section):
         return Capacity.parse(self.capacity)
 
 
+class DistConfig(_Section):
+    """Several processes (``torchrun ... -m hotpipe train``); ignored by one process."""
+
+    _section: ClassVar[str] = "dist"
+    # Seconds a collective waits for a peer before every rank fails with an error
+    # naming the rank: a dead or missing peer never hangs the others.
+    timeout: float = Field(300.0, gt=0)
+    # Hot rows kept on every rank (their gradients all-reduced): 0 = none, or a
+    # capacity spelling (0.01 = 1% of rows, 50000 rows, 64MiB). Chosen from the
+    # counts of the first `profile_steps` steps (0 = 5% of the steps).
+    replicate: float | int | str = 0
+    profile_steps: int = Field(0, ge=0)
+
+    @field_validator("replicate", mode="before")
+    @classmethod
+    def _replicate(cls, v: Any) -> float | int | str:
+        if not (isinstance(v, int) and not isinstance(v, bool) and v == 0):
+            Capacity.parse(v, "dist.replicate")
+        return v  # type: ignore[no-any-return]
+
+    def replicate_rows(self, total_rows: int, bytes_per_row: int) -> int:
+        if isinstance(self.replicate, int) and self.replicate == 0:
+            return 0
+        return Capacity.parse(self.replicate, "dist.replicate").rows(total_rows, bytes_per_row)
+
+
 class RunConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     cache: CacheConfig = CacheConfig()
+    dist: DistConfig = DistConfig()
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hotpipe.config import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,6 +37,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         values["train.progress"] = False
     cfg = load_config(args.config, args.overrides, values=values)
+    from hotpipe.distributed.launch import world_size_from_env
+
+    if world_size_from_env() > 1:  # started by torchrun: every rank runs this command
+        return _train_ranks(cfg, args)
     m = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
               report=not args.no_report, tensorboard=args.tensorboard)
     summary = {k: m.get(k) for k in ("steps", "final_loss", "val_auc", "val_logloss", "samples_per_s")}
@@ -44,4 +52,29 @@ def _train(args: argparse.Namespace) -> int:
         summary["rows_fetched"] = c["rows_fetched"]
         summary["stall_seconds"] = c["stall_seconds"]
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _train_ranks(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """One rank of a torchrun job: rows partitioned over ranks, hot rows replicated."""
+    import os
+
+    from hotpipe.data.columnar import ColumnarDataset
+    from hotpipe.data.layout import TableLayout
+    from hotpipe.distributed.launch import train_from_env
+    from hotpipe.model.sparse_optim import make_row_optimizer
+    from hotpipe.storage.slots import record_bytes
+
+    d = cfg.dist
+    layout = TableLayout.of(ColumnarDataset.open(str(cfg.data.path)))
+    opt = make_row_optimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr, dim=cfg.model.embedding_dim)
+    replicate = d.replicate_rows(layout.num_rows, record_bytes(cfg.model.embedding_dim, opt))
+    m = train_from_env(cfg, args.out, timeout=d.timeout, resume=args.resume, overwrite=args.overwrite,
+                       replicate=replicate, profile_steps=d.profile_steps or None)
+    if os.environ.get("RANK", "0") == "0":
+        summary = {k: m.get(k) for k in ("steps", "final_loss", "val_auc", "val_logloss",
+                                          "samples_per_s")}
+        summary["world_size"] = int(os.environ["WORLD_SIZE"])
+        summary["bytes_per_sample"] = m.get("dist", {}).get("bytes_per_sample")
+        print(json.dumps(summary, indent=2))
     return 0

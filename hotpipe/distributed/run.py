@@ -37,16 +37,11 @@ from hotpipe.train import builders
 from hotpipe.train.evaluate import evaluate
 from hotpipe.train.feed import Feed
 from hotpipe.train.loop import LoopState
-from hotpipe.train.run import dataset_fingerprint
+from hotpipe.train.run import check_resumable, dataset_fingerprint, flat_config
 from hotpipe.train.rundir import RunDir, dump_json, write_atomic
 
 # Keys ranks may disagree on: where each rank reads the data from.
 _LOCAL_KEYS = {"data.path", "train.progress", "train.threads"}
-# Keys that may differ between a run and its resumption (train/run.py's list:
-# they change when or how long we train, not the math of a step).
-_RESUMABLE_DIFF = {"train.max_steps", "train.epochs", "train.checkpoint_every",
-                   "train.eval_every", "train.progress", "train.log_every", "data.path",
-                   "data.max_val_rows", "train.threads"}
 
 
 @dataclass
@@ -127,7 +122,7 @@ def check_same_run(cfg: RunConfig, ctx: DistContext, dataset: ColumnarDataset) -
     Ranks compute each other's routes without asking, so a rank on other
     data or another batch size would silently train something else.
     """
-    mine = {k: v for k, v in _flat(cfg.model_dump()).items() if k not in _LOCAL_KEYS}
+    mine = {k: v for k, v in flat_config(cfg.model_dump()).items() if k not in _LOCAL_KEYS}
     mine["dataset"] = dataset_fingerprint(dataset)
     everyone: list[Any] = [None] * ctx.world_size
     with ctx.guard("config check"):
@@ -138,13 +133,6 @@ def check_same_run(cfg: RunConfig, ctx: DistContext, dataset: ColumnarDataset) -
             if ref.get(key) != theirs.get(key):
                 raise ConfigError(key, f"ranks disagree: rank 0 has {ref.get(key)!r}, rank {r} "
                                        f"has {theirs.get(key)!r}")
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 class _ShardedReader:
@@ -204,21 +192,13 @@ def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: Dist
     return metrics
 
 
-def _check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
-    a, b = _flat(saved), _flat(now.model_dump())
-    for key in sorted(set(a) | set(b)):
-        if key not in _RESUMABLE_DIFF and a.get(key) != b.get(key):
-            raise ConfigError(key, f"differs from the checkpoint's run: checkpoint has "
-                                   f"{a.get(key)!r}, now {b.get(key)!r}")
-
-
 def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: DistComponents, *,
            resume: bool) -> dict[str, Any]:
     fingerprint = dataset_fingerprint(c.dataset)
     state = LoopState()
     if resume:
         dense = load_dist_checkpoint(path, rows=c.rows, dataset=fingerprint)
-        _check_resumable(dense["config"], cfg)
+        check_resumable(dense["config"], cfg)
         c.model.load_state_dict(dense["model"])
         c.dense_opt.load_state_dict(dense["dense_opt"])
         state = LoopState(**dense["loop"])

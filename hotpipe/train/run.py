@@ -45,9 +45,11 @@ from hotpipe.train.rundir import RunDir, dump_json, write_atomic
 
 # Keys that may differ between a run and its resumption (they change when
 # or how long we train, not the math of any step).
-_RESUMABLE_DIFF = {"train.max_steps", "train.epochs", "train.checkpoint_every",
-                   "train.eval_every", "train.progress", "train.log_every", "data.path",
-                   "data.max_val_rows"}
+# dist.*: a checkpoint resumes on any number of ranks (rows are re-partitioned).
+RESUMABLE_DIFF = {"train.max_steps", "train.epochs", "train.checkpoint_every",
+                  "train.eval_every", "train.progress", "train.log_every", "train.threads",
+                  "data.path", "data.max_val_rows", "dist.timeout", "dist.replicate",
+                  "dist.profile_steps"}
 # Below this many training steps a run says so before it starts: too few
 # updates to learn anything (8k rows at batch 2048 is 3 steps, AUC 0.5).
 _FEW_STEPS = 20
@@ -113,20 +115,26 @@ def dataset_fingerprint(ds: ColumnarDataset) -> str:
     return ds.fingerprint
 
 
-def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dotted config keys)."""
     out: dict[str, Any] = {}
     for k, v in cfg.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
 
 
-def _check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
-    a, b = _flat(saved), _flat(now.model_dump())
+def check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
+    """Refuse to resume a checkpoint whose run differs in a key that changes the math.
+
+    Raises:
+        ConfigError: naming the first such key and both values.
+    """
+    a, b = flat_config(saved), flat_config(now.model_dump())
     for key in sorted(set(a) | set(b)):
-        if key not in _RESUMABLE_DIFF and a.get(key) != b.get(key):
+        if key not in RESUMABLE_DIFF and a.get(key) != b.get(key):
             raise ConfigError(key, f"differs from the checkpoint's run: checkpoint has "
                                    f"{a.get(key)!r}, now {b.get(key)!r}")
 
@@ -172,7 +180,7 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
     state = LoopState()
     if resume:
         dense, records = load_checkpoint(path, dataset=fingerprint)
-        _check_resumable(dense["config"], cfg)
+        check_resumable(dense["config"], cfg)
         model.load_state_dict(dense["model"])
         dense_opt.load_state_dict(dense["dense_opt"])
         feed.load(records)
