@@ -31,8 +31,19 @@ ARCHS = {
                      "model.deep=[8]", "model.bottom=[]"],
     "adrec": ["model.arch=adrec", "model.heads=2", "model.attn_layers=2"],
 }
+# One thread: these tests check the math, and on a loaded 2-core machine two
+# intra-op threads make tiny steps 10x slower. Exactness with torch's default
+# threads is checked once, in the slow test below.
 BASE = ["train.progress=false", "train.log_every=5", "model.embedding_dim=4",
-        "model.bottom=[8,4]", "model.top=[8,1]", "data.val_fraction=0.2"]
+        "model.bottom=[8,4]", "model.top=[8,1]", "data.val_fraction=0.2", "train.threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    # train() sets torch's process-wide thread count; later tests must not inherit ours.
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------- layers
@@ -163,10 +174,9 @@ def _run(data: Path, out: Path, *extra: str) -> tuple[list[float], np.ndarray, d
     return losses, np.array(records), m
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_tiered_equals_untiered_bit_for_bit(tmp_path, arch):
+def _tiered_equals_untiered(tmp_path: Path, arch: str, *extra: str) -> None:
     data = make_dataset(tmp_path / "d", rows=1200, cards=(300, 30, 500), seed=3)
-    common = ["data.batch_size=32", "optim.embedding=rowwise_adagrad", *ARCHS[arch]]
+    common = ["data.batch_size=32", "optim.embedding=rowwise_adagrad", *ARCHS[arch], *extra]
     ref_loss, ref_rec, ref = _run(data, tmp_path / "ref", *common)
     ds = ColumnarDataset.open(data)
     tr, _ = split_loaders(ds, batch_size=32, val_fraction=0.2)
@@ -177,6 +187,18 @@ def test_tiered_equals_untiered_bit_for_bit(tmp_path, arch):
     assert loss == ref_loss
     assert np.array_equal(rec, ref_rec)
     assert m["val_auc"] == ref["val_auc"]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_tiered_equals_untiered_bit_for_bit(tmp_path, arch):
+    _tiered_equals_untiered(tmp_path, arch)
+
+
+@pytest.mark.slow
+def test_adrec_tiered_exact_with_two_threads(tmp_path):
+    # The fused attention kernel splits work across threads; it must still give
+    # the same bits in both runs (same thread count, same data, same order).
+    _tiered_equals_untiered(tmp_path, "adrec", "train.threads=2")
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
@@ -201,12 +223,12 @@ def test_resume_refuses_another_arch(tmp_path):
               tmp_path / "run", resume=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("arch", sorted(ARCHS))  # each < 5 s on one thread
 def test_learns_planted_teacher(tmp_path, arch):
     data = make_dataset(tmp_path / "d", rows=4096)
     m = train(load_config(overrides=[
         "data.batch_size=64", "train.progress=false", "train.epochs=4", f"data.path={data}",
+        "train.threads=1",
         "model.embedding_dim=8", "model.bottom=[16,8]", "model.top=[16,1]", *ARCHS[arch],
         "model.deep=[16]"]), tmp_path / "run")
     assert m["val_auc"] > 0.7, m
@@ -256,7 +278,7 @@ def test_cli_train(tmp_path, capsys, arch):
     data = make_dataset(tmp_path / "d", rows=1024)
     rc = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress",
                "data.batch_size=64", "model.embedding_dim=8", "model.bottom=[16,8]",
-               "model.top=[8,1]", f"model.arch={arch}"])
+               "model.top=[8,1]", "train.threads=1", f"model.arch={arch}"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] > 0 and 0.0 <= out["val_auc"] <= 1.0

@@ -1,0 +1,125 @@
+"""Model quality side by side: DLRM vs DCN-v2 vs Ad-Rec on the same synthetic data.
+
+For each dataset (without and with drift, ``hotpipe synth --drift``) and each
+seed, trains every arch for the same steps on the same batches (the
+validation split is the *last* rows, so under drift it is the shifted
+distribution) and prints the median over seeds of validation AUC, log-loss,
+the first evaluated step reaching ``--target-auc`` and samples/s, plus each
+arch's AUC minus DLRM's measured in the same seed. Writes JSON with every run.
+
+    python benchmarks/bench_models.py --rows 200000 --scale 0.002 --seeds 0 1 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hotpipe.config import load_config
+from hotpipe.data.synth import synthesize
+from hotpipe.train.run import train
+
+ARCHS: dict[str, list[str]] = {
+    "dlrm": ["model.arch=dlrm"],
+    "dcn": ["model.arch=dcn", "model.cross_layers=3", "model.cross_rank=0",
+            "model.dcn_structure=stacked"],
+    "adrec": ["model.arch=adrec", "model.heads=2", "model.attn_layers=2", "model.ffn_mult=2"],
+}
+
+
+def _steps_to(run_dir: Path, target: float) -> int | None:
+    """First evaluated step whose validation AUC reaches ``target`` (None = never)."""
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "eval" and rec.get("val_auc", 0.0) >= target:
+            return int(rec["step"])
+    return None
+
+
+def _run(data: Path, out: Path, arch: str, seed: int, a: argparse.Namespace) -> dict[str, Any]:
+    cfg = load_config(overrides=[
+        f"data.path={data}", f"data.batch_size={a.batch_size}", "data.val_fraction=0.1",
+        f"data.max_val_rows={a.val_rows}", f"model.embedding_dim={a.dim}",
+        f"model.bottom=[64,{a.dim}]", "model.top=[64,1]", "model.deep=[64,32]",
+        f"train.seed={seed}", f"train.threads={a.threads}", f"train.max_steps={a.steps}",
+        f"train.eval_every={a.eval_every}", "train.progress=false", *ARCHS[arch]])
+    t0 = time.perf_counter()
+    m = train(cfg, out)
+    return {"arch": arch, "seed": seed, "val_auc": m["val_auc"], "val_logloss": m["val_logloss"],
+            "samples_per_s": m["samples_per_s"], "steps": m["steps"],
+            "steps_to_target": _steps_to(out, a.target_auc), "wall_s": time.perf_counter() - t0,
+            "loadavg": os.getloadavg()[0]}
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _table(runs: list[dict[str, Any]], target: float) -> str:
+    lines = [f"| data | arch | val AUC | AUC - DLRM | log-loss | steps to AUC {target} | samples/s |",
+             "|---|---|---|---|---|---|---|"]
+    for data in dict.fromkeys(r["data"] for r in runs):
+        base = {r["seed"]: r["val_auc"] for r in runs if r["data"] == data and r["arch"] == "dlrm"}
+        for arch in ARCHS:
+            rs = [r for r in runs if r["data"] == data and r["arch"] == arch]
+            if not rs:
+                continue
+            reached = [r["steps_to_target"] for r in rs if r["steps_to_target"] is not None]
+            steps = f"{_median(reached):.0f} ({len(reached)}/{len(rs)} seeds)" if reached else "never"
+            delta = _median([r["val_auc"] - base[r["seed"]] for r in rs if r["seed"] in base])
+            lines.append(f"| {data} | {arch} | {_median([r['val_auc'] for r in rs]):.4f} | "
+                         f"{delta:+.4f} | {_median([r['val_logloss'] for r in rs]):.4f} | {steps} | "
+                         f"{_median([r['samples_per_s'] for r in rs]):,.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--scale", type=float, default=0.002, help="Criteo cardinalities x scale")
+    ap.add_argument("--zipf", type=float, default=1.05)
+    ap.add_argument("--drift", type=float, default=0.5,
+                    help="drift of the drifting dataset (0.5: the hot set ends half a table away)")
+    ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--val-rows", type=int, default=10_000)
+    ap.add_argument("--target-auc", type=float, default=0.70)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    ap.add_argument("--threads", type=int, default=1, help="train.threads (0 = torch's default)")
+    ap.add_argument("--json", default="bench_models.json")
+    ap.add_argument("--workdir", default=None)
+    a = ap.parse_args()
+
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="hotpipe-models-"))
+    datasets = {"static": 0.0, f"drift={a.drift:g}": a.drift}
+    runs: list[dict[str, Any]] = []
+    for name, drift in datasets.items():
+        data = work / f"data-{drift:g}"
+        if not (data / "manifest.json").exists():
+            s = synthesize(data, rows=a.rows, scale=a.scale, zipf=a.zipf, drift=drift, seed=0,
+                           progress=False)
+            print(f"{name}: teacher AUC {s.teacher_auc:.4f}", flush=True)
+        # Interleave the archs within a seed, so a load spike on the shared
+        # machine hits every arch rather than one.
+        for seed in a.seeds:
+            for arch in a.archs:
+                r = _run(data, work / f"run-{drift:g}-{arch}-{seed}", arch, seed, a)
+                r["data"] = name
+                runs.append(r)
+                print(json.dumps(r), flush=True)
+    print()
+    print(_table(runs, a.target_auc))
+    Path(a.json).write_text(json.dumps({"args": vars(a), "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
