@@ -30,7 +30,7 @@ def table(runs: list[dict[str, Any]], task: str, meta: dict[str, Any]) -> list[s
     for r in runs:
         groups[(r["method"], r["r"])].append(r)
     seeds = sorted(base)
-    lines = [f"**{task}** — {meta['rounds']} rounds, speeds {meta['speeds']}, seeds {seeds}",
+    lines = [f"**{task}** — speeds {meta['speeds']}, seeds {seeds}",
              "",
              "| method | r | final acc (%) | Δ vs FedAvg (pts) | sim. time | × FedAvg "
              "| round time | next-slowest | invariant frac. |",
@@ -79,8 +79,11 @@ def main(paths: list[str]) -> int:
     meta: dict[str, dict[str, Any]] = {}
     for p in paths:
         doc = json.loads(Path(p).read_text())
-        by_task[doc["task"]].extend(doc["runs"])
-        meta[doc["task"]] = doc
+        key = f"{doc['task']}, {doc['rounds']} rounds"  # sweeps of other lengths stay apart
+        seen = {(r["seed"], r["method"], r["r"]) for r in by_task[key]}
+        # a run repeated in another file (e.g. the FedAvg baseline) counts once
+        by_task[key].extend(r for r in doc["runs"] if (r["seed"], r["method"], r["r"]) not in seen)
+        meta[key] = doc
     for task, runs in by_task.items():
         print("\n".join(table(runs, task, meta[task])))
         print()
