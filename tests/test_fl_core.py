@@ -370,3 +370,19 @@ def test_profiler_picks_the_slowest_and_repicks_when_it_changes():
     # client 3 slows down past the straggler's full-model time: re-picked
     assert p.update({0: 100, 1: 100, 2: 111, 3: 400, 4: 120}, {4: 0.65})
     assert p.straggler == 3 and p.r == r_for_ratio(120 / 0.65 / 400)
+
+
+def test_fl_imports_only_errors_from_the_rest_of_hotpipe():
+    import ast
+    from pathlib import Path
+
+    import hotpipe.fl
+
+    allowed = ("hotpipe.errors", "hotpipe.fl")
+    for path in Path(hotpipe.fl.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.startswith("hotpipe"):
+                    assert name.startswith(allowed), f"{path.name} imports {name}"
