@@ -57,3 +57,16 @@ def test_fl_cmds_imports_nothing_heavy():
             "print([m for m in ('torch', 'flwr', 'ray', 'matplotlib', 'sklearn') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_report_handles_flower_records_without_a_clock(tmp_path):
+    from hotpipe.fl.report import write_run
+
+    recs = [{"round": 0, "accuracy": 0.1, "loss": 2.3},
+            {"round": 1, "accuracy": 0.2, "loss": 2.0, "round_time": 10.0, "r": 0.5, "kept": {}},
+            {"round": 2, "accuracy": 0.3, "loss": 1.8, "round_time": 6.0, "r": 0.5,
+             "kept": {"fc1": 3}, "failures": {"7": "boom"}}]
+    doc = write_run(tmp_path, {"invariant": recs}, {"task": "digits"})
+    s = doc["methods"]["invariant"]["summary"]
+    assert s["sim_time"] == 16.0 and s["r"] == 0.5 and s["failures"] == 1
+    assert (tmp_path / "accuracy_vs_time.png").is_file()
