@@ -172,6 +172,25 @@ class DistConfig(_Section):
         return Capacity.parse(self.replicate, "dist.replicate").rows(total_rows, bytes_per_row)
 
 
+class ScheduleConfig(_Section):
+    """Popular / non-popular sample scheduling (FAE, Hotline; hotpipe/data/schedule.py).
+
+    Opt-in and not exact: it trains the same samples per epoch in another order.
+    """
+
+    _section: ClassVar[str] = "schedule"
+    # none = the data's order (the exact run); fae = per window, the popular
+    # batches then the rest; hotline = both kinds interleaved within each window.
+    mode: Literal["none", "fae", "hotline"] = "none"
+    # Batches reordered together; cache.window's default, so the planner reads a
+    # whole reordered window ahead. Larger than an epoch = per-epoch phases (FAE).
+    window: int = Field(64, gt=0)
+    # Steps between hot-set recomputations (rounded up to whole windows); 0 = one hot set.
+    refresh: int = Field(0, ge=0)
+    # Share of the samples whose lookups are counted for the hot set (FAE: 5 %).
+    sample: float = Field(0.05, gt=0.0, le=1.0)
+
+
 class RunConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -179,6 +198,7 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     cache: CacheConfig = CacheConfig()
     dist: DistConfig = DistConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -8,7 +8,7 @@ of step k+W while step k trains (see ``plan/``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -138,15 +138,21 @@ class TrainTrace:
         ds: the dataset.
         batch_size, val_fraction, epochs: as in the run's config.
         max_steps: stop after this many steps (0: all training steps).
+        order: wraps the training loader when the run reorders its samples
+            (``schedule.mode``, :class:`~hotpipe.data.schedule.ScheduledLoader`),
+            so the trace plans the steps the run trains.
 
     Yields:
         (B, T) int64 global ids per step.
     """
 
     def __init__(self, ds: ColumnarDataset, *, batch_size: int, val_fraction: float,
-                 epochs: int = 1, max_steps: int = 0) -> None:
+                 epochs: int = 1, max_steps: int = 0,
+                 order: Callable[[BatchLoader], BatchLoader] | None = None) -> None:
         self.loader: BatchLoader = split_loaders(ds, batch_size=batch_size, val_fraction=val_fraction,
                                                  epochs=epochs)[0]
+        if order is not None:
+            self.loader = order(self.loader)
         self.layout = TableLayout.of(ds)
         self.num_rows = self.layout.num_rows
         n = len(self.loader)

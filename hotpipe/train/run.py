@@ -32,6 +32,7 @@ from hotpipe.config import RunConfig
 from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader, split_loaders
+from hotpipe.data.schedule import KIND_NAMES, ScheduledLoader
 from hotpipe.errors import CheckpointError, ConfigError
 from hotpipe.model.dlrm import DLRM
 from hotpipe.model.embedding import SparseEmbedding
@@ -103,6 +104,12 @@ def build_components(cfg: RunConfig, run_dir: str | os.PathLike[str], **given: A
     dense_opt = (given["dense_opt"] if "dense_opt" in given else
                  builders.build_dense_optimizer(cfg.optim, model.parameters()))
     row_opt = given["row_opt"] if "row_opt" in given else builders.build_row_optimizer(cfg.optim, dim)
+    if cfg.schedule.mode != "none" and "train_loader" not in given:
+        # The hot set is as large as the fast tier (cache.capacity in rows), so the
+        # same config orders the steps alike whether or not the run is tiered.
+        train_loader = ScheduledLoader.from_config(
+            train_loader, cfg.schedule, layout=layout, seed=cfg.train.seed,
+            hot_rows=builders.capacity_rows(cfg.cache, layout, dim, row_opt))
     feed = (given["feed"] if "feed" in given else
             builders.build_feed(cfg.cache, layout=layout, dim=dim, optimizer=row_opt,
                                 seed=cfg.train.seed, run_dir=Path(run_dir)))
@@ -226,7 +233,17 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
             for k in ("loss", "samples_per_s", "hit_rate", "stall_share"):
                 tb.add_scalar(f"train/{k}", getattr(log, k), log.step)
 
+    # Stall seconds by the kind of step they delayed (schedule.mode != none): the
+    # feed's counter is cumulative and grows just before it yields a step, so its
+    # growth between two on_step calls belongs to the step that just finished.
+    scheduled = c.train_loader if isinstance(c.train_loader, ScheduledLoader) else None
+    stall_by_kind = [0.0] * len(KIND_NAMES)
+    stall_seen = [feed.stats.stall_seconds]
+
     def on_step(step: int) -> None:
+        if scheduled is not None:
+            stall_by_kind[scheduled.kind(step - 1)] += feed.stats.stall_seconds - stall_seen[0]
+            stall_seen[0] = feed.stats.stall_seconds
         if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < stop:
             checkpoint()
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < stop:
@@ -260,6 +277,9 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
         "threads": torch.get_num_threads(),
         "cache": {"policy": cfg.cache.policy, **feed.stats.as_dict()},
     }
+    if scheduled is not None:
+        metrics["schedule"] = {**scheduled.summary(state.step), "stall_seconds": dict(
+            zip(KIND_NAMES, stall_by_kind, strict=True))}
     if "teacher_auc" in c.dataset.manifest:
         metrics["teacher_auc"] = c.dataset.manifest["teacher_auc"]
     write_atomic(path / "losses.json", json.dumps(state.losses))
