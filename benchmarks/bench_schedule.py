@@ -47,7 +47,7 @@ def _run(overrides: list[str], out: Path) -> dict[str, Any]:
 def _table(med: dict[str, dict[str, float]], runs: list[dict[str, Any]]) -> str:
     ex = med["exact"]
     lines = ["| mode | val AUC | ΔAUC vs exact | val log-loss | Δlog-loss | samples/s | × exact "
-             "| stall s | stall s popular / non-pop. / mixed | popular samples | rows fetched |",
+             "| stall s | stall s popular / non-pop. / mixed (last repeat) | popular samples | rows fetched |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in MODES:
         m = med[mode]
