@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "train", help="train a DLRM on a prepared/synthetic dataset",
-        description="Train a DLRM. Settings come from --config (YAML) and key=value overrides, "
+        "train", help="train a model (DLRM, DCN-v2, Ad-Rec) on a prepared/synthetic dataset",
+        description="Train a recommendation model (model.arch=dlrm|dcn|adrec). Settings come from --config (YAML) and key=value overrides, "
                     "e.g. cache.policy=lookahead cache.capacity=0.1 cache.window=64 cache.backing=file.")
     p.add_argument("--data", required=True, help="dataset directory (from `hotpipe prepare` or `hotpipe synth`)")
     p.add_argument("--out", required=True, help="run directory (metrics, history, checkpoints)")

@@ -33,7 +33,7 @@ from hotpipe.data.loader import BatchLoader
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.exchange import RowExchange
 from hotpipe.errors import ConfigError, DivergedError
-from hotpipe.model.dlrm import DLRM
+from hotpipe.model.base import RecModel
 from hotpipe.train.loop import LoopState
 
 
@@ -46,7 +46,7 @@ def local_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def dist_train_steps(*, ctx: DistContext, model: DLRM, rows: RowExchange,
+def dist_train_steps(*, ctx: DistContext, model: RecModel, rows: RowExchange,
                      dense_opt: torch.optim.Optimizer, loader: BatchLoader, state: LoopState,
                      stop: int, on_step: Callable[[int], None] | None = None) -> None:
     """Train global steps ``[state.step, stop)``; ``state.losses`` gets the global loss.

@@ -30,7 +30,7 @@ from hotpipe.distributed.loop import dist_train_steps, local_batch
 from hotpipe.distributed.replicas import ReplicaSet, choose_replicated
 from hotpipe.distributed.sharding import RowSharding, build_shard_store
 from hotpipe.errors import CheckpointError, ConfigError
-from hotpipe.model.dlrm import DLRM
+from hotpipe.model.base import RecModel
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.train import builders
@@ -52,7 +52,7 @@ class DistComponents:
     layout: TableLayout
     train_loader: BatchLoader
     val_loader: BatchLoader
-    model: DLRM
+    model: RecModel
     dense_opt: torch.optim.Optimizer
     row_opt: RowOptimizer
     rows: RowExchange

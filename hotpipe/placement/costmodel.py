@@ -46,8 +46,8 @@ from hotpipe.plan.movement import StepTrace
 from hotpipe.storage.slots import FLOAT_BYTES
 
 #: Settings a compute measurement must share with the run it predicts.
-MODEL_KEYS = ("embedding_dim", "bottom", "top", "tables", "embedding_optimizer", "dense_optimizer",
-              "threads")
+MODEL_KEYS = ("arch", "embedding_dim", "bottom", "top", "tables", "embedding_optimizer",
+              "dense_optimizer", "threads")
 
 
 @dataclass(frozen=True)
@@ -147,23 +147,22 @@ def model_key(run: RunConfig, tables: int) -> dict[str, Any]:
     import torch
 
     m, o = run.model, run.optim
-    return {"embedding_dim": m.embedding_dim, "bottom": list(m.bottom), "top": list(m.top),
+    return {"arch": m.arch, "embedding_dim": m.embedding_dim, "bottom": list(m.bottom), "top": list(m.top),
             "tables": tables, "embedding_optimizer": o.embedding, "dense_optimizer": o.dense,
             "threads": run.train.threads or torch.get_num_threads()}
 
 
 def workload_from_config(run: RunConfig, cardinalities: list[int], num_dense: int) -> Workload:
     """The :class:`Workload` of a run on a dataset with these tables."""
-    from hotpipe.model.dlrm import DLRM
     from hotpipe.model.sparse_optim import make_row_optimizer
+    from hotpipe.train.builders import build_model
 
     m = run.model
     opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=m.embedding_dim)
-    dlrm = DLRM(num_dense=num_dense, num_tables=len(cardinalities), embedding_dim=m.embedding_dim,
-                bottom=list(m.bottom), top=list(m.top))
+    dense = build_model(m, num_dense=num_dense, num_tables=len(cardinalities))  # any model.arch
     return Workload(batch_size=run.data.batch_size, num_rows=int(sum(cardinalities)),
                     state_width=opt.state_width, model=model_key(run, len(cardinalities)),
-                    dense_params=sum(p.numel() for p in dlrm.parameters()))
+                    dense_params=sum(p.numel() for p in dense.parameters()))
 
 
 def check_model(hw: Hardware, work: Workload) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from hotpipe.config import CacheConfig, ModelConfig, OptimConfig
 from hotpipe.data.layout import TableLayout
+from hotpipe.model.base import RecModel
 from hotpipe.model.dlrm import DLRM
 from hotpipe.model.sparse_optim import RowOptimizer, make_row_optimizer
 from hotpipe.plan.planner import Planner
@@ -39,19 +40,17 @@ def build_dense_optimizer(o: OptimConfig, params: Iterable[torch.nn.Parameter]) 
     return torch.optim.Adam(params, lr=o.dense_lr)
 
 
-def build_model(m: ModelConfig, *, num_dense: int, num_tables: int) -> DLRM:
+def build_model(m: ModelConfig, *, num_dense: int, num_tables: int) -> RecModel:
     """The dense part for ``model.arch``; sizes were checked by the config.
 
-    Every arch has DLRM's interface, ``forward(dense (B, F), emb (B, T, D)) ->
-    logits (B,)`` plus an ordinary ``state_dict``, which is all the loop,
-    evaluation, tiering and checkpoints use.
+    Every arch is a :data:`~hotpipe.model.base.RecModel`: ``forward(dense (B, F),
+    emb (B, T, D)) -> logits (B,)`` plus an ordinary ``state_dict``, which is all
+    the loop, evaluation, tiering and checkpoints use.
     """
-    from typing import cast
-
     if m.arch == "dcn":
         from hotpipe.model.dcn import DCN
 
-        model: torch.nn.Module = DCN(
+        model: RecModel = DCN(
             num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
             bottom=list(m.bottom), cross_layers=m.cross_layers, cross_rank=m.cross_rank,
             structure=m.dcn_structure, deep=list(m.deep), top=list(m.top))
@@ -64,9 +63,7 @@ def build_model(m: ModelConfig, *, num_dense: int, num_tables: int) -> DLRM:
     else:
         model = DLRM(num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
                      bottom=list(m.bottom), top=list(m.top))
-    # The callers (train/run.py, train/loop.py, train/evaluate.py, distributed/)
-    # still annotate DLRM; the cast goes once they take any module of this interface.
-    return cast(DLRM, model)
+    return model
 
 
 def capacity_rows(c: CacheConfig, layout: TableLayout, dim: int, optimizer: RowOptimizer) -> int:

@@ -7,12 +7,12 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from hotpipe.data.loader import BatchLoader
-from hotpipe.model.dlrm import DLRM
+from hotpipe.model.base import RecModel
 from hotpipe.train.feed import Feed
 
 
 @torch.no_grad()
-def evaluate(model: DLRM, feed: Feed, loader: BatchLoader, offsets: torch.Tensor) -> dict[str, float]:
+def evaluate(model: RecModel, feed: Feed, loader: BatchLoader, offsets: torch.Tensor) -> dict[str, float]:
     """AUC and log-loss of ``model`` on every batch of ``loader``.
 
     Reads rows through ``feed.read_rows`` so a tiered run evaluates on the

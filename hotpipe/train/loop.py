@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from hotpipe.data.loader import BatchLoader
 from hotpipe.errors import DivergedError
-from hotpipe.model.dlrm import DLRM
+from hotpipe.model.base import RecModel
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.train.feed import Feed
 
@@ -41,7 +41,7 @@ class StepLog:
     stall_share: float
 
 
-def train_steps(*, model: DLRM, embedding: SparseEmbedding, feed: Feed,
+def train_steps(*, model: RecModel, embedding: SparseEmbedding, feed: Feed,
                 dense_opt: torch.optim.Optimizer, loader: BatchLoader, state: LoopState,
                 stop: int, log_every: int, progress: bool,
                 on_log: Callable[[StepLog], None] | None = None,

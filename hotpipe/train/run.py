@@ -34,7 +34,7 @@ from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader, split_loaders
 from hotpipe.data.schedule import KIND_NAMES, ScheduledLoader
 from hotpipe.errors import CheckpointError, ConfigError
-from hotpipe.model.dlrm import DLRM
+from hotpipe.model.base import RecModel
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.train import builders
@@ -64,7 +64,7 @@ class Components:
     layout: TableLayout
     train_loader: BatchLoader
     val_loader: BatchLoader
-    model: DLRM
+    model: RecModel
     dense_opt: torch.optim.Optimizer
     row_opt: RowOptimizer
     feed: Feed
