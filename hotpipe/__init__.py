@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from hotpipe.data.columnar import ColumnarDataset, ColumnarWriter, TableSpec
     from hotpipe.data.layout import TableLayout
     from hotpipe.data.loader import BatchLoader, TrainTrace
+    from hotpipe.model.adrec import AdRec
+    from hotpipe.model.dcn import DCN
     from hotpipe.model.dlrm import DLRM
     from hotpipe.model.embedding import SparseEmbedding
     from hotpipe.model.sparse_optim import make_row_optimizer
@@ -62,6 +64,8 @@ _LAZY = {
     "BatchLoader": "hotpipe.data.loader",
     "TrainTrace": "hotpipe.data.loader",
     "DLRM": "hotpipe.model.dlrm",
+    "DCN": "hotpipe.model.dcn",
+    "AdRec": "hotpipe.model.adrec",
     "SparseEmbedding": "hotpipe.model.embedding",
     "make_row_optimizer": "hotpipe.model.sparse_optim",
     "Planner": "hotpipe.plan.planner",
@@ -73,6 +77,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdRec",
     "Batch",
     "BatchLoader",
     "Capacity",
@@ -82,6 +87,7 @@ __all__ = [
     "ColumnarWriter",
     "Components",
     "ConfigError",
+    "DCN",
     "DLRM",
     "DataFormatError",
     "DivergedError",
