@@ -305,3 +305,20 @@ def test_a_table_too_big_for_ram_is_refused_before_allocating(tmp_path: Path) ->
         w.finish(encoding={"kind": "test"}, sources=[])
     with pytest.raises(ResourceError, match="needs .* GiB of RAM"):
         train(_cfg(path, "model.embedding_dim=64", "model.bottom=[8,64]"), tmp_path / "r")
+
+
+def test_a_checkpoint_from_before_new_keys_still_resumes(tmp_path: Path, data: Path) -> None:
+    """Config keys added later (schedule.*, model.arch, dist.*) take their defaults."""
+    import torch
+
+    run = tmp_path / "run"
+    train(_cfg(data, "train.max_steps=3"), run)
+    ck = run / "checkpoints" / (run / "checkpoints" / "LATEST").read_text()
+    dense = torch.load(ck / "dense.pt", weights_only=False)
+    for section in ("schedule", "dist"):
+        dense["config"].pop(section, None)
+    dense["config"]["model"].pop("arch", None)
+    torch.save(dense, ck / "dense.pt")
+    (ck / "integrity.json").unlink()  # as written before integrity records existed
+    train(_cfg(data, "train.max_steps=5"), run, resume=True)
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 5

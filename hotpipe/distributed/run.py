@@ -84,6 +84,9 @@ def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
     if cfg.cache.policy != "none":
         raise ConfigError("cache.policy", f"distributed runs keep each rank's rows untiered for "
                                           f"now; expected 'none', found {cfg.cache.policy!r}")
+    if cfg.schedule.mode != "none":
+        raise ConfigError("schedule.mode", f"distributed runs train in data order for now; "
+                                           f"expected 'none', found {cfg.schedule.mode!r}")
     if dataset is None:
         if cfg.data.path is None:
             raise ConfigError("data.path", "no dataset given (use --data DIR)")

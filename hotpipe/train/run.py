@@ -18,6 +18,7 @@ Outputs in the run directory::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -139,6 +140,10 @@ def check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
     Raises:
         ConfigError: naming the first such key and both values.
     """
+    # Keys added since the checkpoint was written take their defaults; a saved
+    # config that no longer validates is compared as written (the key is named below).
+    with contextlib.suppress(ValueError, ConfigError):
+        saved = RunConfig.model_validate(saved).model_dump()
     a, b = flat_config(saved), flat_config(now.model_dump())
     for key in sorted(set(a) | set(b)):
         if key not in RESUMABLE_DIFF and a.get(key) != b.get(key):
