@@ -167,3 +167,27 @@ def test_an_id_past_its_table_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="C2") as e:
         loader.sparse_ids(200)
     assert "200000" in str(e.value).replace(",", "")
+
+
+def test_static_profiles_a_sample_of_the_whole_trace(tmp_path: Path) -> None:
+    """FAE's hot set: a sample spread over the training data, so a bigger capacity
+    keeps growing it past the rows the first 5% of steps touch (drifting data)."""
+    from hotpipe.data.synth import synthesize
+    from hotpipe.plan.static import StaticPolicy
+
+    synthesize(tmp_path / "d", rows=40_000, scale=0.002, zipf=1.05, drift=0.5, seed=0, progress=False)
+    trace = TrainTrace(ColumnarDataset.open(tmp_path / "d"), batch_size=256, val_fraction=0.1)
+    first = set(np.unique(np.concatenate(list(trace)[: max(1, len(trace) // 20)])).tolist())
+    sizes = []
+    for frac in (0.05, 0.25):
+        policy = StaticPolicy()
+        cap = int(frac * trace.num_rows)
+        plans = list(Planner(num_rows=trace.num_rows, capacity=cap, window=8, depth=1,
+                             policy=policy).plan(trace))
+        check_plans(list(trace), plans, capacity=cap, depth=1, demand=False)
+        sizes.append(policy.hot_rows)
+        # the sample reaches past the first steps: hot rows the first 5% never touched
+        assert len(set(policy._hot.tolist()) - first) > 0  # noqa: SLF001
+    assert sizes[1] > sizes[0]
+    spread = trace.spread(10, run=2)
+    assert len(spread) == 10 and np.array_equal(spread[-1], list(trace)[-1])

@@ -101,6 +101,18 @@ class IdStream:
         for k in range(self.start, self.stop):
             yield self.loader.sparse_ids(k) + self.offsets  # (B, T) global ids
 
+    def spread(self, k: int, run: int = 1) -> list[np.ndarray]:
+        """About ``k`` steps sampled evenly over the range, in runs of ``run``
+        consecutive steps: what a policy that profiles (``static``, FAE) reads
+        instead of the first steps, so the sample covers the whole trace."""
+        n = len(self)
+        if k >= n:
+            return list(self)
+        run = max(1, min(run, n))
+        starts = np.unique(np.linspace(0, n - run, max(1, -(-k // run))).astype(np.int64))
+        return [self.loader.sparse_ids(self.start + int(s) + j) + self.offsets
+                for s in starts for j in range(run)]
+
 
 def split_loaders(dataset: ColumnarDataset, *, batch_size: int, val_fraction: float,
                   max_val_rows: int = 0, epochs: int = 1) -> tuple[BatchLoader, BatchLoader]:
@@ -163,6 +175,10 @@ class TrainTrace:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.loader.id_stream(self.layout.offsets, 0, self.steps))
+
+    def spread(self, k: int, run: int = 1) -> list[np.ndarray]:
+        """See :meth:`IdStream.spread`."""
+        return self.loader.id_stream(self.layout.offsets, 0, self.steps).spread(k, run)
 
     def batch_sizes(self) -> np.ndarray:
         """(S,) samples per step (training drops a short last batch, so all are B)."""

@@ -81,14 +81,26 @@ class Planner:
             DataFormatError: an id is out of range.
         """
         total = len(steps) if isinstance(steps, Sized) else None
-        return self._run(iter(steps), total)
+        return self._run(steps, total)
 
-    def _run(self, it: Iterator[np.ndarray], total: int | None) -> Iterator[StepPlan]:
+    def _run(self, steps: Iterable[np.ndarray], total: int | None) -> Iterator[StepPlan]:
         policy = make_policy(self.policy)
         state = CacheState(self.num_rows, self.capacity, self.depth, self.window)
-        sample = list(islice(it, policy.profile_steps(total)))
+        k = policy.profile_steps(total)
+        spread = getattr(steps, "spread", None)
+        it: Iterator[np.ndarray]
+        if k and callable(spread):
+            # FAE profiles a sample of the whole training data, not its first
+            # steps: runs of depth+1 consecutive steps (what is pinned together)
+            # spread evenly over the trace, read by random access.
+            sample = spread(k, run=self.depth + 1)
+            it = iter(steps)
+        else:
+            it = iter(steps)
+            sample = list(islice(it, k))
+            it = chain(sample, it)
         policy.start(state, sample)
-        run = _Run(self, state, policy, chain(sample, it))
+        run = _Run(self, state, policy, it)
         del sample  # let the profiled steps go once they are planned
         yield from run.steps()
 

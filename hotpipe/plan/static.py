@@ -4,8 +4,11 @@ FAE profiles a sample of the data, keeps the most frequently used rows in fast
 memory for the whole run and sends every other ("cold") row through the slow
 tier. Here the fast tier is split in two:
 
-* **hot rows**: the ``h`` most looked-up ids of the first ``profile_steps``
-  steps (default 5% of the trace, at least 1), all fetched at step 0 (those
+* **hot rows**: the ``h`` most looked-up ids of ``profile_steps`` steps
+  (default 5% of the trace, at least 1) sampled over the whole trace as FAE
+  does (runs of ``depth + 1`` consecutive steps spread evenly, when the trace
+  offers ``spread()`` random access, as training's traces do; the first steps
+  of a plain iterable otherwise), all fetched at step 0 (those
   fetches are counted: ``StepPlan.preloaded``) and not evicted (but see
   demotion below);
 * **scratch slots**: ``capacity - h`` slots for the cold rows of the steps in
@@ -43,7 +46,7 @@ class StaticPolicy(EvictionPolicy):
     """A static hot set plus transient scratch slots for cold rows (FAE).
 
     Args:
-        profile_fraction: share of the trace's leading steps to profile.
+        profile_fraction: share of the trace's steps to profile.
         profile_steps: profile exactly this many steps (overrides the fraction).
         scratch_margin: headroom over the largest pinned cold set profiled.
     """

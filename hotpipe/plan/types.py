@@ -120,11 +120,12 @@ class EvictionPolicy(ABC):
     name: str = "custom"
 
     def profile_steps(self, total_steps: int | None) -> int:
-        """How many leading steps :meth:`start` wants to see (0: none)."""
+        """How many steps :meth:`start` wants to see (0: none)."""
         return 0
 
     def start(self, state: CacheState, sample: list[np.ndarray]) -> None:
-        """Bind to a fresh state; ``sample`` holds the first profile steps' ids."""
+        """Bind to a fresh state; ``sample`` holds the profiled steps' ids
+        (spread over the trace when it allows random access, else the first ones)."""
         self.state = state
 
     def on_load(self, rec: StepRecord) -> None:
