@@ -191,6 +191,27 @@ class ScheduleConfig(_Section):
     sample: float = Field(0.05, gt=0.0, le=1.0)
 
 
+class SkipConfig(_Section):
+    """Stale-sample skipping (Slipstream; hotpipe/train/skip.py).
+
+    Opt-in and not exact: samples whose rows all stopped moving are not trained.
+    """
+
+    _section: ClassVar[str] = "skip"
+    # none = train every sample (the exact run); slipstream = skip stale samples.
+    mode: Literal["none", "slipstream"] = "none"
+    # Steps before the first snapshot of the hot rows: rows still move fast early on.
+    warmup: int = Field(100, gt=0)
+    # Steps between snapshots; each comparison sets the stale rows for the next period.
+    # Short enough that a ~1M-sample run (500 steps of 2048) sees several periods.
+    interval: int = Field(50, gt=0)
+    # Share of a period's samples to skip (the threshold is bisected to land near it).
+    target_drop: float = Field(0.3, ge=0.0, lt=1.0)
+    # Hot rows snapshotted (the most looked-up so far); 0 = the fast tier's size
+    # (cache.capacity in rows), the rows Slipstream keeps in GPU memory.
+    hot_rows: int = Field(0, ge=0)
+
+
 class RunConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -199,6 +220,7 @@ class RunConfig(_Section):
     cache: CacheConfig = CacheConfig()
     dist: DistConfig = DistConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    skip: SkipConfig = SkipConfig()
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

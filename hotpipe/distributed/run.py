@@ -87,6 +87,9 @@ def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
     if cfg.schedule.mode != "none":
         raise ConfigError("schedule.mode", f"distributed runs train in data order for now; "
                                            f"expected 'none', found {cfg.schedule.mode!r}")
+    if cfg.skip.mode != "none":
+        raise ConfigError("skip.mode", f"distributed runs train every sample for now; "
+                                       f"expected 'none', found {cfg.skip.mode!r}")
     if dataset is None:
         if cfg.data.path is None:
             raise ConfigError("data.path", "no dataset given (use --data DIR)")

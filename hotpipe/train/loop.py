@@ -21,6 +21,7 @@ from hotpipe.errors import DivergedError
 from hotpipe.model.base import RecModel
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.train.feed import Feed
+from hotpipe.train.skip import StaleSkipper, kept_samples
 
 
 @dataclass
@@ -45,11 +46,16 @@ def train_steps(*, model: RecModel, embedding: SparseEmbedding, feed: Feed,
                 dense_opt: torch.optim.Optimizer, loader: BatchLoader, state: LoopState,
                 stop: int, log_every: int, progress: bool,
                 on_log: Callable[[StepLog], None] | None = None,
-                on_step: Callable[[int], None] | None = None) -> None:
+                on_step: Callable[[int], None] | None = None,
+                skipper: StaleSkipper | None = None) -> None:
     """Train steps ``[state.step, stop)``, updating ``state`` as it goes.
 
     ``on_step(step)`` runs after each finished step (the caller checkpoints
-    or evaluates there); ``on_log`` every ``log_every`` steps.
+    or evaluates there); ``on_log`` every ``log_every`` steps. With a
+    ``skipper`` (train/skip.py) a step trains only the samples it keeps: the
+    loss is the mean over the kept samples (each step's gradient keeps the
+    size of an exact step, as a smaller batch would), and a step that keeps
+    none records a NaN loss (left out of the logged means).
     """
     loss_fn = nn.BCEWithLogitsLoss()
     # disable=None: tqdm turns itself off when stderr is not a terminal (CI logs).
@@ -60,19 +66,26 @@ def train_steps(*, model: RecModel, embedding: SparseEmbedding, feed: Feed,
     window_steps = 0
     t_start = time.perf_counter()
     try:
-        for inp in feed.steps(loader, state.step, stop):
-            emb = embedding.lookup(inp.slots)  # (B, T, D) leaf
-            logits = model(inp.batch.dense, emb)  # (B,)
-            loss = loss_fn(logits, inp.batch.labels)
-            value = float(loss.detach())  # the loss is read every step anyway (losses.json)
-            if not math.isfinite(value):
-                # Stop before this step's update reaches any weight or checkpoint.
-                raise DivergedError(inp.step, value, "; lower optim.embedding_lr / optim.dense_lr")
-            dense_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            dense_opt.step()
-            embedding.apply_gradients(inp.slots, emb.grad)  # type: ignore[arg-type]
+        for full in feed.steps(loader, state.step, stop):
+            keep = skipper.keep_mask(full) if skipper is not None else None
+            inp = full if keep is None else kept_samples(full, keep)  # (K <= B) samples
+            value = math.nan
+            if inp.batch.size:
+                emb = embedding.lookup(inp.slots)  # (B, T, D) leaf
+                logits = model(inp.batch.dense, emb)  # (B,)
+                loss = loss_fn(logits, inp.batch.labels)
+                value = float(loss.detach())  # the loss is read every step anyway (losses.json)
+                if not math.isfinite(value):
+                    # Stop before this step's update reaches any weight or checkpoint.
+                    raise DivergedError(inp.step, value, "; lower optim.embedding_lr / optim.dense_lr")
+                dense_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                dense_opt.step()
+                embedding.apply_gradients(inp.slots, emb.grad)  # type: ignore[arg-type]
             feed.step_done(inp.step)
+            if skipper is not None:
+                skipper.observe(full, keep)
+                skipper.step_done(inp.step + 1)  # before on_step: a checkpoint there holds it
 
             state.losses.append(value)
             state.step = inp.step + 1
@@ -82,9 +95,10 @@ def train_steps(*, model: RecModel, embedding: SparseEmbedding, feed: Feed,
                 now = time.perf_counter()
                 st = feed.stats
                 looks = st.hits + st.misses - window_look0
+                trained = [x for x in state.losses[-window_steps:] if not math.isnan(x)]
                 log = StepLog(
                     step=state.step,
-                    loss=sum(state.losses[-window_steps:]) / window_steps,
+                    loss=sum(trained) / len(trained) if trained else math.nan,
                     samples_per_s=window_steps * loader.batch_size / max(now - window_t0, 1e-9),
                     hit_rate=(st.hits - window_hits0) / looks if looks else 1.0,
                     stall_share=(st.stall_seconds - window_stall0) / max(now - window_t0, 1e-9),

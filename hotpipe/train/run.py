@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -44,6 +45,7 @@ from hotpipe.train.evaluate import evaluate
 from hotpipe.train.feed import Feed
 from hotpipe.train.loop import LoopState, StepLog, train_steps
 from hotpipe.train.rundir import RunDir, dump_json, write_atomic
+from hotpipe.train.skip import StaleSkipper
 
 # Keys that may differ between a run and its resumption (they change when
 # or how long we train, not the math of any step).
@@ -69,6 +71,7 @@ class Components:
     dense_opt: torch.optim.Optimizer
     row_opt: RowOptimizer
     feed: Feed
+    skipper: StaleSkipper | None = None  # skip.mode=slipstream
 
     def close(self) -> None:
         self.feed.close()
@@ -114,7 +117,23 @@ def build_components(cfg: RunConfig, run_dir: str | os.PathLike[str], **given: A
     feed = (given["feed"] if "feed" in given else
             builders.build_feed(cfg.cache, layout=layout, dim=dim, optimizer=row_opt,
                                 seed=cfg.train.seed, run_dir=Path(run_dir)))
-    return Components(ds, layout, train_loader, val_loader, model, dense_opt, row_opt, feed)
+    skipper = given.get("skipper")
+    if cfg.skip.mode != "none" and "skipper" not in given:
+        skipper = _build_skipper(cfg, layout, row_opt, feed)
+    return Components(ds, layout, train_loader, val_loader, model, dense_opt, row_opt, feed, skipper)
+
+
+def _build_skipper(cfg: RunConfig, layout: TableLayout, row_opt: RowOptimizer,
+                   feed: Feed) -> StaleSkipper:
+    def current_rows(ids: torch.Tensor) -> torch.Tensor:  # (H,) -> (H, D)
+        feed.flush()  # a tiered feed's backing tier is then complete
+        return feed.read_rows(ids.reshape(-1, 1)).reshape(ids.numel(), -1)
+
+    # skip.hot_rows=0: as many rows as the fast tier holds (cache.capacity), so a
+    # tiered and an untiered run of the same config snapshot the same rows.
+    return StaleSkipper.from_config(
+        cfg.skip, layout=layout, read_rows=current_rows,
+        hot_rows=builders.capacity_rows(cfg.cache, layout, cfg.model.embedding_dim, row_opt))
 
 
 def dataset_fingerprint(ds: ColumnarDataset) -> str:
@@ -198,6 +217,10 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
         feed.load(records)
         del records
         state = LoopState(**dense["loop"])
+        if c.skipper is not None:
+            if "skip" not in dense:
+                raise CheckpointError("the checkpoint has no skip.mode state to resume")
+            c.skipper.load_state_dict(dense["skip"])
         torch.set_rng_state(dense["rng"])
         run.trim_history(state.step)
     else:
@@ -220,6 +243,7 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
         save_checkpoint(path, state.step, {
             "model": model.state_dict(), "dense_opt": dense_opt.state_dict(),
             "loop": asdict(state), "rng": torch.get_rng_state(), "config": cfg.model_dump(),
+            **({"skip": c.skipper.state_dict()} if c.skipper is not None else {}),
         }, feed.export(), dataset=fingerprint)
 
     tb = None
@@ -258,7 +282,8 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
     try:
         train_steps(model=model, embedding=embedding, feed=feed, dense_opt=dense_opt,
                     loader=c.train_loader, state=state, stop=stop, log_every=cfg.train.log_every,
-                    progress=cfg.train.progress, on_log=on_log, on_step=on_step)
+                    progress=cfg.train.progress, on_log=on_log, on_step=on_step,
+                    skipper=c.skipper)
         if state.step != resumed_at or not resume:  # a resume at the stop has nothing new to save
             checkpoint()
         else:
@@ -270,7 +295,7 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
         if tb is not None:
             tb.close()
 
-    tail = state.losses[-cfg.train.log_every:]
+    tail = [x for x in state.losses[-cfg.train.log_every:] if not math.isnan(x)]  # NaN: all skipped
     trained = len(state.losses) * cfg.data.batch_size
     metrics = {
         "final_loss": sum(tail) / len(tail) if tail else None,
@@ -285,6 +310,8 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
     if scheduled is not None:
         metrics["schedule"] = {**scheduled.summary(state.step), "stall_seconds": dict(
             zip(KIND_NAMES, stall_by_kind, strict=True))}
+    if c.skipper is not None:
+        metrics["skip"] = c.skipper.summary()
     if "teacher_auc" in c.dataset.manifest:
         metrics["teacher_auc"] = c.dataset.manifest["teacher_auc"]
     write_atomic(path / "losses.json", json.dumps(state.losses))
