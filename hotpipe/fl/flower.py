@@ -27,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from hotpipe.errors import ConfigError
+from hotpipe.fl.errors import FLError
 from hotpipe.fl.groups import widths_from_shapes
 from hotpipe.fl.server import ClientUpdate, FluidConfig, FluidServer, RoundInfo
 from hotpipe.fl.simulator import (
@@ -200,12 +201,17 @@ def run_flower(task: str, fluid: FluidConfig, rounds: int, speeds: Sequence[floa
         strategy.start(grid=grid, initial_arrays=ArrayRecord(init), num_rounds=rounds,
                        evaluate_fn=central_eval)
 
-    run_simulation(server_app,
-                   make_client_app(task, len(speeds), speeds, seed, data_dir, fail, train),
-                   num_supernodes=len(speeds),
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": num_cpus,
-                                                 "include_dashboard": False}})
+    try:
+        run_simulation(server_app,
+                       make_client_app(task, len(speeds), speeds, seed, data_dir, fail, train),
+                       num_supernodes=len(speeds),
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": num_cpus,
+                                                     "include_dashboard": False}})
+    except RuntimeError as e:
+        # seen on an overloaded machine: Ray's node times out during startup
+        raise FLError(f"Flower's simulation engine crashed ({e}); its log above names the "
+                      "cause, e.g. Ray failing to start") from e
     if not strategies or len(records) != rounds + 1:
         raise ConfigError("flower", f"the simulation stopped early: {len(records) - 1} of "
                                     f"{rounds} rounds evaluated (see Flower's log above)")
