@@ -83,3 +83,21 @@ def test_generate_missing_inputs_exit_2(tiny_dir, tmp_path, capsys):
 def test_eval_bad_settings_exit_2(capsys, argv, needle):
     assert main(["kv", "eval", *argv]) == 2
     assert needle in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_prints_every_policy_and_budget(tiny_dir, tmp_path, capsys):
+    pytest.importorskip("rouge_score")
+    out = tmp_path / "rows.json"
+    rc = main(["kv", "eval", "--model", str(tiny_dir), "--prompts", "2", "--prompt-len", "24", "--cont", "4",
+               "--gen", "4", "--budgets", "0.3,0.6", "--policies", "keyformer,window", "--out", str(out)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [(r["policy"], r["kv"]) for r in rows] == [
+        ("full", 1.0), ("keyformer", 0.3), ("keyformer", 0.6), ("window", 0.3), ("window", 0.6)]
+    full = rows[0]
+    assert full["rouge_rougeL"] == 1.0 and "| keyformer | 30% |" in table
+    for r in rows[1:]:  # K+V bytes: layers, prompts, KV heads, budget tokens, head dim, fp32
+        assert r["budget"] == math.ceil(r["kv"] * 24)
+        assert r["kv_bytes"] == 2 * 2 * 2 * 2 * r["budget"] * 8 * 4
