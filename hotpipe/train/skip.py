@@ -29,7 +29,9 @@ Choices, and why:
   samples does not move and so stays stale: the procedure's own fixed point.
 * Row transfers are *not* saved: the tiered feed plans a window ahead, before
   a period's stale set exists, so a skipped sample's rows are still fetched.
-  Write-backs shrink by themselves (a row no kept sample updates stays clean).
+  Write-backs go *up*: a row no kept sample updates stays clean, but reading
+  a snapshot flushes a tiered feed (every dirty resident row written back at
+  each period boundary), and that costs more (benchmarks/bench_skip.py).
 * One-hot batches only (the training loop's case): ``batch.sparse`` is (B, T).
 """
 
@@ -214,12 +216,14 @@ class StaleSkipper:
     def summary(self) -> dict[str, Any]:
         """The metrics.json ``skip`` section."""
         skipped = sum(p.skipped for p in self.periods)
+        active = sum(p.samples for p in self.periods)  # seen once a stale set existed
         t = self.offsets.shape[1]
         return {
             "mode": "slipstream", "target_drop": self.target, "warmup": self.warmup,
             "interval": self.interval, "hot_rows": self.hot_rows,
             "samples_seen": self.seen, "samples_skipped": skipped,
             "fraction_skipped": skipped / self.seen if self.seen else 0.0,
+            "fraction_skipped_after_warmup": skipped / active if active else 0.0,
             "lookups_skipped": skipped * t,  # row updates not applied
             # Planned a window ahead, before the stale set exists: nothing is saved yet.
             "rows_not_transferred": 0,
