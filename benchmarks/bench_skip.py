@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--capacity", default="0.05")
+    ap.add_argument("--untiered", action="store_true", help="cache.policy=none (compute only)")
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--backing", default="host", choices=["host", "file"])
@@ -91,7 +92,8 @@ def main() -> None:
     common = [f"data.path={data}", f"data.batch_size={a.batch_size}", f"model.embedding_dim={a.dim}",
               f"model.bottom=[64,{a.dim}]", "model.top=[64,1]", "train.progress=false",
               f"train.epochs={a.epochs}", f"train.threads={a.threads}", "data.val_fraction=0.05",
-              "data.max_val_rows=20000", "cache.policy=lookahead", f"cache.capacity={a.capacity}",
+              "data.max_val_rows=20000", f"cache.policy={'none' if a.untiered else 'lookahead'}",
+              f"cache.capacity={a.capacity}",
               f"cache.window={a.window}", f"cache.depth={a.depth}", f"cache.backing={a.backing}",
               f"cache.backing_dir={work / 'tables'}"]
     modes = {"exact": []}
@@ -117,8 +119,9 @@ def main() -> None:
     cmd = "python " + " ".join(shlex.quote(x) for x in sys.argv)
     note = (f"{a.rows:,} synthetic rows (scale {a.scale}, zipf {a.zipf}, drift {a.drift}; teacher AUC "
             f"{teacher if teacher is None else f'{teacher:.4f}'}), batch {a.batch_size} (~{steps} steps), "
-            f"dim {a.dim}, {a.epochs} epoch(s), lookahead at capacity {a.capacity} over {a.backing} "
-            f"backing, skip.warmup {a.warmup}, skip.interval {a.interval}, "
+            f"dim {a.dim}, {a.epochs} epoch(s), "
+            f"{'untiered' if a.untiered else f'lookahead at capacity {a.capacity} over {a.backing} backing'}"
+            f", skip.warmup {a.warmup}, skip.interval {a.interval}, "
             f"hot rows {a.hot_rows or '= fast tier'}; "
             f"medians of {a.repeats} interleaved repeats; 1-min load average "
             f"{min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} cores")
