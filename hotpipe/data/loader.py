@@ -59,14 +59,21 @@ class BatchLoader:
         the step): an id edited past its table in ``sparse.bin`` would
         otherwise train another table's row silently.
         """
-        rows = self._rows(step)
+        rows = self.rows(step)
         ids = np.asarray(self.ds.sparse[rows], dtype=np.int64)
         if ids.size and (ids.min() < 0 or bool((ids.max(axis=0) >= self._cards).any())):
-            self.ds.check_ids(ids, rows.start)  # raises DataFormatError naming table and row
+            r = int(np.flatnonzero(((ids < 0) | (ids >= self._cards)).any(axis=1))[0])
+            first = rows.start + r if isinstance(rows, slice) else int(rows[r])
+            self.ds.check_ids(ids[r:r + 1], first)  # raises DataFormatError naming table and row
         return ids
 
+    def rows(self, step: int) -> slice | np.ndarray:
+        """The dataset rows of ``step``: a slice here; a reordering loader returns an index array."""
+        return self._rows(step)
+
     def batch(self, step: int) -> Batch:
-        rows = self._rows(step)
+        rows = self.rows(step)
+        # np.array copies: a slice of the read-only map must not become a tensor view of it.
         return Batch(
             dense=torch.from_numpy(np.array(self.ds.dense[rows], dtype=np.float32)),
             sparse=torch.from_numpy(self.sparse_ids(step)),

@@ -35,15 +35,12 @@ mixes two hot sets. Everything is a function of the data, the settings and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from hotpipe.config import ScheduleConfig
-from hotpipe.data.batch import Batch
 from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader
 
@@ -235,7 +232,8 @@ class ScheduledLoader(BatchLoader):
                                         sample=cfg.sample, seed=seed))
 
     def rows(self, step: int) -> np.ndarray:
-        """(B,) int64 dataset rows of ``step``."""
+        """(B,) int64 dataset rows of ``step``: what BatchLoader's ``sparse_ids`` and
+        ``batch`` read (a gather instead of a slice)."""
         if not 0 <= step < self.num_steps:
             raise IndexError(f"step {step} out of range [0, {self.num_steps})")
         k, b = step % self.steps_per_epoch, self.batch_size
@@ -244,26 +242,6 @@ class ScheduledLoader(BatchLoader):
     def kind(self, step: int) -> int:
         """:data:`POPULAR`, :data:`NON_POPULAR` or :data:`MIXED`."""
         return int(self.schedule.kinds[step % self.steps_per_epoch])
-
-    def sparse_ids(self, step: int) -> np.ndarray:
-        """Local ids of one step: (B, T) int64, bounds-checked as :class:`BatchLoader` does."""
-        rows = self.rows(step)
-        ids = np.asarray(self.ds.sparse[rows], dtype=np.int64)
-        if ids.size and (ids.min() < 0 or bool((ids.max(axis=0) >= self._cards).any())):
-            r = int(np.flatnonzero(((ids < 0) | (ids >= self._cards)).any(axis=1))[0])
-            self.ds.check_ids(ids[r:r + 1], int(rows[r]))  # names the dataset row
-        return ids
-
-    def batch(self, step: int) -> Batch:
-        rows = self.rows(step)
-        return Batch(
-            dense=torch.from_numpy(np.asarray(self.ds.dense[rows], dtype=np.float32)),
-            sparse=torch.from_numpy(self.sparse_ids(step)),
-            labels=torch.from_numpy(np.asarray(self.ds.label[rows], dtype=np.float32)),
-        )
-
-    def __iter__(self) -> Iterator[Batch]:
-        return (self.batch(k) for k in range(self.num_steps))
 
     def summary(self, steps: int | None = None) -> dict[str, Any]:
         """What the schedule changed, for metrics.json: over the first ``steps`` steps (all)."""
