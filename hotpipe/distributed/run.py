@@ -268,6 +268,6 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
         },
     }
     if run is not None:
-        write_atomic(run.path / "losses.json", json.dumps(state.losses))
+        write_atomic(run.path / "losses.json", dump_json(state.losses, indent=None))
         write_atomic(run.path / "metrics.json", dump_json(metrics))  # last: "finished"
     return cast(dict[str, Any], json.loads(dump_json(metrics)))

@@ -12,7 +12,8 @@ Outputs in the run directory::
                      and one per evaluation
     metrics.json     final_loss, val_auc, val_logloss, samples_per_s, steps, cache, ...
                      (strict JSON: an undefined metric is null)
-    losses.json      the loss of every step (what resume exactness is checked on)
+    losses.json      the loss of every step (what resume exactness is checked on; null for a
+                     step whose samples skip.mode all skipped)
     checkpoints/     see train/checkpoint.py
 """
 
@@ -253,7 +254,7 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
         tb = SummaryWriter(str(path / "tensorboard"))
 
     def log_line(rec: dict[str, Any]) -> None:
-        history.write(json.dumps(json.loads(dump_json(rec))) + "\n")
+        history.write(dump_json(rec, indent=None) + "\n")
         history.flush()
 
     def on_log(log: StepLog) -> None:
@@ -314,7 +315,7 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
         metrics["skip"] = c.skipper.summary()
     if "teacher_auc" in c.dataset.manifest:
         metrics["teacher_auc"] = c.dataset.manifest["teacher_auc"]
-    write_atomic(path / "losses.json", json.dumps(state.losses))
+    write_atomic(path / "losses.json", dump_json(state.losses, indent=None))  # null: a step skip.mode emptied
     write_atomic(path / "metrics.json", dump_json(metrics))  # last: its presence means "finished"
     if report:
         from hotpipe.train.report import write_report  # matplotlib only when asked

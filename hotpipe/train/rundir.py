@@ -109,9 +109,9 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def dump_json(obj: Any) -> str:
+def dump_json(obj: Any, indent: int | None = 2) -> str:
     """Strict JSON: NaN/inf become null (a metric that is undefined), never a bare NaN token."""
-    return json.dumps(_finite(obj), indent=2, allow_nan=False)
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
 
 
 def _finite(obj: Any) -> Any:
