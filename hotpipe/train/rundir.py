@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hotpipe._fs import DirLock
+from hotpipe._fs import DirLock, remove_stale_temps
 from hotpipe.errors import ConfigError, HotpipeError, ResourceError
 
 # What `hotpipe train` writes; --overwrite removes exactly these, nothing else.
@@ -62,6 +62,7 @@ class RunDir:
             raise
 
     def _prepare(self, resume: bool, overwrite: bool) -> None:
+        remove_stale_temps(self.path)  # half-written metrics/history of a killed run
         if resume and overwrite:
             raise ConfigError("--overwrite", "cannot be combined with --resume")
         held = [n for n in ("checkpoints/LATEST", "metrics.json") if (self.path / n).exists()]
