@@ -236,6 +236,7 @@ def _lines(draw: st.DrawFn) -> str:
     return "\t".join(fields) + draw(st.sampled_from(["", "", "\r"]))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_lines(), min_size=1, max_size=30), st.integers(1, 8))
 def test_vectorized_parser_matches_reference(lines: list[str], chunk_rows: int) -> None:

@@ -59,6 +59,7 @@ def test_full_scale_tables(tmp_path: Path) -> None:
     assert ds.sparse[:, 2].max() < 10131227 and ds.sparse[:, 2].max() > 10131227 // 4
 
 
+@pytest.mark.slow
 def test_skew_increases_with_the_zipf_exponent(tmp_path: Path) -> None:
     shares = []
     for a in (0.6, 1.0, 1.4):
@@ -76,6 +77,7 @@ def test_hot_rows_are_scattered_not_a_prefix(tmp_path: Path) -> None:
     assert hot.max() > 1000  # not simply rows 0..99
 
 
+@pytest.mark.slow
 def test_drift_moves_the_hot_set(tmp_path: Path) -> None:
     def overlap(drift: float) -> float:
         out = tmp_path / f"d{drift}"

@@ -59,6 +59,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     return data, tmp_path / "unbroken"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("first", "then", "replicate"), [(2, 2, 0), (2, 3, 6), (3, 2, 0)])
 def test_resume_on_another_world_size(first: int, then: int, replicate: int,
                                       setup: tuple[Path, Path], tmp_path: Path) -> None:
@@ -70,6 +71,7 @@ def test_resume_on_another_world_size(first: int, then: int, replicate: int,
     _same_run(out, unbroken)
 
 
+@pytest.mark.slow
 def test_one_process_resumes_a_two_rank_checkpoint(setup: tuple[Path, Path], tmp_path: Path) -> None:
     data, unbroken = setup
     out = tmp_path / "run"
@@ -78,6 +80,7 @@ def test_one_process_resumes_a_two_rank_checkpoint(setup: tuple[Path, Path], tmp
     _same_run(out, unbroken)
 
 
+@pytest.mark.slow
 def test_two_ranks_resume_a_single_process_checkpoint(setup: tuple[Path, Path],
                                                       tmp_path: Path) -> None:
     data, unbroken = setup

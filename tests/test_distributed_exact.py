@@ -92,8 +92,11 @@ def _check(world: int, optim: str, tmp_path: Path, replicate: int = 0) -> list[A
     return results
 
 
-@pytest.mark.parametrize("replicate", [0, 12])
-@pytest.mark.parametrize("optim", ["sgd", "rowwise_adagrad"])
+# Row-wise Adagrad with replicas in the quick tier (it exercises every path); the rest in CI's full tier.
+@pytest.mark.parametrize(("optim", "replicate"), [
+    ("rowwise_adagrad", 12),
+    *(pytest.param(o, r, marks=pytest.mark.slow)
+      for o, r in (("sgd", 0), ("sgd", 12), ("rowwise_adagrad", 0)))])
 def test_two_ranks_match_one_process(optim: str, replicate: int, tmp_path: Path) -> None:
     _check(2, optim, tmp_path, replicate)
 

@@ -223,6 +223,7 @@ def test_resume_refuses_another_arch(tmp_path):
               tmp_path / "run", resume=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(ARCHS))  # each < 5 s on one thread
 def test_learns_planted_teacher(tmp_path, arch):
     data = make_dataset(tmp_path / "d", rows=4096)

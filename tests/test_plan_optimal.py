@@ -6,6 +6,7 @@ import functools
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +64,7 @@ def test_belady_reference_is_optimal(trace: tuple[int, list[np.ndarray]], extra:
 @settings(max_examples=200, deadline=None)
 @given(trace=traces(max_rows=40, max_steps=40, max_width=10), extra=st.integers(0, 10),
        depth=st.integers(0, 3))
+@pytest.mark.slow
 def test_full_window_lookahead_matches_belady(trace: tuple[int, list[np.ndarray]], extra: int,
                                               depth: int) -> None:
     num_rows, steps = trace
@@ -75,6 +77,7 @@ def test_full_window_lookahead_matches_belady(trace: tuple[int, list[np.ndarray]
 @settings(max_examples=150, deadline=None)
 @given(trace=traces(max_rows=40, max_steps=40, max_width=10), extra=st.integers(0, 10),
        depth=st.integers(0, 3))
+@pytest.mark.slow
 def test_full_window_lookahead_never_fetches_more_than_the_others(
         trace: tuple[int, list[np.ndarray]], extra: int, depth: int) -> None:
     num_rows, steps = trace

@@ -96,6 +96,7 @@ def _fault_injection(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return crashes
 
 
+@pytest.mark.slow
 def test_fault_injection_untiered(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _fault_injection(data, tmp_path, monkeypatch, "untiered", ("fsync", "replace")) > 10
 
@@ -155,6 +156,7 @@ def test_file_tables_on_a_full_disk(data: Path, tmp_path: Path, monkeypatch: pyt
 
 # ------------------------------------------------------------ locks, re-runs
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_the_first_finishes_exactly(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "d", rows=12000, cards=(300, 20, 900), seed=1)
     args = ["--data", str(data), "--no-progress", "--no-report", *BASE, "train.threads=1"]

@@ -54,7 +54,9 @@ def refs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
 
 @pytest.mark.parametrize("opt", ["sgd", "rowwise_adagrad", "adagrad"])
 @pytest.mark.parametrize("backing", ["host", "file"])
-@pytest.mark.parametrize("policy", ["lookahead", "lru", "lfu", "static"])
+# lookahead in the quick tier; every policy in the full tier (CI).
+@pytest.mark.parametrize("policy", ["lookahead", *(pytest.param(p, marks=pytest.mark.slow)
+                                                   for p in ("lru", "lfu", "static"))])
 def test_exact_under_eviction(data: Path, refs: dict, tmp_path: Path, policy: str, backing: str,
                               opt: str) -> None:
     ref_loss, ref_rec, ref_m = refs[opt]
