@@ -32,3 +32,14 @@ def make_dataset(path: Path, *, rows: int = 512, cards: tuple[int, ...] = (50, 7
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def one_thread():  # type: ignore[no-untyped-def]
+    """Tiny models on one intra-op thread (more only adds contention on a shared box)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

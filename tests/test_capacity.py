@@ -50,3 +50,15 @@ def test_parse_size(text: object, n: int) -> None:
 def test_parse_size_rejects(bad: object) -> None:
     with pytest.raises(ConfigError, match="--memory"):
         parse_size(bad, "--memory")
+
+
+@pytest.mark.parametrize(("value", "rows"), [("0", 0), ("0.01", 10), ("50", 50), ("8KB", 100)])
+def test_dist_replicate_is_spelled_like_a_capacity(value: str, rows: int) -> None:
+    cfg = load_config(None, [f"dist.replicate={value}"])
+    assert cfg.dist.replicate_rows(ROWS, ROW_BYTES) == rows
+
+
+@pytest.mark.parametrize("bad", ["true", "2.5", "lots"])
+def test_dist_replicate_rejects_other_spellings(bad: str) -> None:
+    with pytest.raises(ConfigError, match="dist.replicate"):
+        load_config(None, [f"dist.replicate={bad}"])

@@ -36,14 +36,9 @@ SPECS = {
     "lstm": LSTMSpec(vocab=11, embed=3, hidden=(5, 4), classes=11, seq_len=6),
 }
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: threads only add contention on a shared 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 def _inputs(name: str, gen: torch.Generator) -> torch.Tensor:

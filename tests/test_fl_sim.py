@@ -18,17 +18,12 @@ from hotpipe.fl.submodel import expand, extract, shapes_of
 from hotpipe.fl.tasks import Task, load_task
 from hotpipe.fl.train import TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPEEDS = (1.0, 1.0, 0.9, 0.8, 0.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: threads only add contention on a shared 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

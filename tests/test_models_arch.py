@@ -38,14 +38,6 @@ BASE = ["train.progress=false", "train.log_every=5", "model.embedding_dim=4",
         "model.bottom=[8,4]", "model.top=[8,1]", "data.val_fraction=0.2", "train.threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    # train() sets torch's process-wide thread count; later tests must not inherit ours.
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------- layers
 
 

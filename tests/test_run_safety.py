@@ -324,3 +324,19 @@ def test_a_checkpoint_from_before_new_keys_still_resumes(tmp_path: Path, data: P
     (ck / "integrity.json").unlink()  # as written before integrity records existed
     train(_cfg(data, "train.max_steps=5"), run, resume=True)
     assert json.loads((run / "metrics.json").read_text())["steps"] == 5
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path: Path, data: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--resume", "--overwrite"])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_table_files_bigger_than_the_free_disk_are_refused(tmp_path: Path, data: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(ResourceError, match="need .* of disk"):
+        train(_cfg(data, *TIERS["file"]), tmp_path / "run")

@@ -145,3 +145,15 @@ def test_resume_past_the_requested_stop_is_an_error(tmp_path):
     train(_cfg(data, "train.max_steps=6"), tmp_path / "run")
     with pytest.raises(CheckpointError, match="step 6, past the requested stop 3"):
         train(_cfg(data, "train.max_steps=3"), tmp_path / "run", resume=True)
+
+
+def test_train_threads_is_a_setting_of_the_run_not_the_process(tmp_path):
+    import torch
+
+    data = make_dataset(tmp_path / "d", rows=300, cards=(9, 5))
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    m = train(load_config(overrides=["train.progress=false", "data.batch_size=32",
+                                     f"train.threads={want}"],
+                          values={"data.path": str(data)}), tmp_path / "run")
+    assert m["threads"] == want and torch.get_num_threads() == before

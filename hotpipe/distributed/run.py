@@ -37,7 +37,7 @@ from hotpipe.train import builders
 from hotpipe.train.evaluate import evaluate
 from hotpipe.train.feed import Feed
 from hotpipe.train.loop import LoopState
-from hotpipe.train.run import check_resumable, dataset_fingerprint, flat_config
+from hotpipe.train.run import check_resumable, dataset_fingerprint, flat_config, torch_threads
 from hotpipe.train.rundir import RunDir, dump_json, write_atomic
 
 # Keys ranks may disagree on: where each rank reads the data from.
@@ -183,12 +183,11 @@ def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: Dist
         try:
             # Inside the try: a refused run directory is reported to the peers too.
             run = RunDir(run_dir, resume=resume, overwrite=overwrite) if ctx.is_main else None
-            if cfg.train.threads:
-                torch.set_num_threads(cfg.train.threads)
-            c = components or build_dist_components(cfg, ctx, replicate=replicate,
-                                                    profile_steps=profile_steps)
-            check_same_run(cfg, ctx, c.dataset)
-            metrics = _train(cfg, Path(run_dir), run, ctx, c, resume=resume)
+            with torch_threads(cfg.train.threads):
+                c = components or build_dist_components(cfg, ctx, replicate=replicate,
+                                                        profile_steps=profile_steps)
+                check_same_run(cfg, ctx, c.dataset)
+                metrics = _train(cfg, Path(run_dir), run, ctx, c, resume=resume)
         except BaseException as e:
             ctx.report_failure(e)
             raise

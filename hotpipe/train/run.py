@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,19 @@ def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (0: leave torch's setting), then restore it:
+    ``train.threads`` is a setting of one run, not of the calling process."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def check_resumable(saved: dict[str, Any], now: RunConfig) -> None:
     """Refuse to resume a checkpoint whose run differs in a key that changes the math.
 
@@ -193,10 +207,9 @@ def train(cfg: RunConfig, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     run = RunDir(run_dir, resume=resume, overwrite=overwrite)
     c: Components | None = components
     try:
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        c = c or build_components(cfg, run.path)
-        return _train(cfg, run, c, resume=resume, report=report, tensorboard=tensorboard)
+        with torch_threads(cfg.train.threads):
+            c = c or build_components(cfg, run.path)
+            return _train(cfg, run, c, resume=resume, report=report, tensorboard=tensorboard)
     finally:
         if c is not None:
             c.close()
