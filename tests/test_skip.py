@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hotpipe.config import load_config
@@ -58,16 +58,20 @@ def _frozen_trace(seed: int, rows: int = 400, frozen: float = 0.5, t: int = 3, n
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**16), target=st.floats(0.0, 0.95), frozen=st.floats(0.0, 0.9))
+@example(seed=20, target=0.9499999999999998, frozen=0.5)  # CI failure: float32 share rounding
 def test_bisection_lands_near_the_target_from_below(seed, target, frozen):
     delta, is_frozen, samples = _frozen_trace(seed, frozen=frozen)
     sample_delta = delta[samples].amax(dim=1)
     thr, share = bisect_threshold(sample_delta, samples.shape[0], target)
     assert share == stale_fraction(sample_delta, samples.shape[0], thr) <= target
     # Only ties can keep it further off: the closest share at or below the target.
+    # Shares are counted exactly (count / n, as the search does): a float32 mean
+    # rounds 3800/4000 below a target of 0.9499999999999998 and claims a share
+    # that is not reachable at or below it.
+    n = samples.shape[0]
     levels = np.unique(sample_delta.numpy())
-    best = max(float((sample_delta <= v).float().mean()) for v in [-1.0, *levels]
-               if float((sample_delta <= v).float().mean()) <= target + 1e-12) \
-        if target > 0 else 0.0
+    shares = [int((sample_delta <= v).sum()) / n for v in [-1.0, *levels]]
+    best = max(s for s in shares if s <= target) if target > 0 else 0.0
     assert best - share <= 0.002 + 1e-9
 
 
