@@ -15,3 +15,9 @@ python -m pip show torch >/dev/null
 # Build-backend chatter goes to a log; a failure still stops the script below.
 python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}" >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
 python -c "import hotpipe" >/dev/null
+# The torchrec extra: torchrec's own metadata asks for the CUDA fbgemm-gpu build and an
+# exact torchmetrics, neither of which it needs on CPU; the extra brings what it does need.
+case ",$EXTRAS," in
+  *,torchrec,*) python -m pip install -q --no-deps "torchrec==1.8.0" >>.venv/install.log 2>&1 \
+                  || { cat .venv/install.log; exit 1; } ;;
+esac

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up (if needed, with the dev tools and the llm/fl extras their tests need)
+# Set up (if needed, with the dev tools and the llm/fl/torchrec extras their tests need)
 # and run the whole test suite: every tier, slow tests included (`pytest` alone
 # runs the quick tier). Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev,llm,fl
+bash scripts/setup.sh dev,llm,fl,torchrec
 . .venv/bin/activate
 set +e
 python -m pytest -q -m "" "$@"

@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "train_cmds": ("train",),
     "kv_cmds": ("kv",),
     "fl_cmds": ("fl",),
+    "torchrec_cmds": ("torchrec",),
 }
 # Optional parts that are built separately: absent in a checkout that lacks them.
 _OPTIONAL = {"kv_cmds", "fl_cmds"}
