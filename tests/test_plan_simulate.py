@@ -63,18 +63,34 @@ def test_train_trace_is_the_training_steps(tiny_data: Path) -> None:
     assert len(TrainTrace(ds, batch_size=100, val_fraction=0.1, epochs=3)) == 12
 
 
-def test_simulate_counts_what_training_moves(tiny_data: Path, tmp_path: Path) -> None:
-    """`hotpipe simulate` and `hotpipe train` plan the same steps: same rows fetched."""
+@pytest.mark.parametrize("mode", ["none", "fae", "hotline"])
+def test_simulate_counts_what_training_moves(tiny_data: Path, tmp_path: Path, mode: str) -> None:
+    """`hotpipe simulate` and `hotpipe train` plan the same steps: same rows fetched,
+    under every schedule.mode (the scheduled order, its hot set the fast tier's rows)."""
     from hotpipe.config import load_config
     from hotpipe.plan.simulate import simulate
     from hotpipe.train.run import train
 
-    over = ["data.batch_size=32", "cache.policy=lru", "cache.capacity=120", "cache.window=8",
-            "train.progress=false", "model.embedding_dim=4", "model.bottom=[4]"]
+    over = ["data.batch_size=16", "cache.policy=lru", "cache.capacity=80", "cache.window=8",
+            "train.progress=false", "model.embedding_dim=4", "model.bottom=[4]",
+            f"schedule.mode={mode}", "schedule.window=4", "schedule.sample=0.5", "train.seed=3"]
     cfg = load_config(None, over, values={"data.path": str(tiny_data)})
     m = train(cfg, tmp_path / "run")
-    [sim] = simulate(tiny_data, policies=["lru"], capacities=[120], window=8, depth=1, batch_size=32)
-    assert sim.rows_fetched == m["cache"]["rows_fetched"] > 0 and sim.steps == m["steps"]
+    out = tmp_path / "sim"
+    assert main(["simulate", "--data", str(tiny_data), "--out", str(out), "--policy", "lru",
+                 "--capacity", "80,100", "--window", "8", *over]) == 0
+    sim, other = json.loads((out / "simulate.json").read_text())
+    assert sim["rows_fetched"] == m["cache"]["rows_fetched"] > 0 and sim["steps"] == m["steps"]
+    plain = simulate(tiny_data, policies=["lru"], capacities=[80, 100], window=8, depth=1,
+                     batch_size=16)
+    if mode == "none":
+        assert [sim["rows_fetched"], other["rows_fetched"]] == [r.rows_fetched for r in plain]
+    else:  # the order changed what moves (else this test could not tell the orders apart)
+        assert sim["rows_fetched"] != plain[0].rows_fetched
+        # capacity 100 plans the order a run at 100 trains (its own hot set)
+        cfg100 = load_config(None, [*over, "cache.capacity=100"], values={"data.path": str(tiny_data)})
+        m100 = train(cfg100, tmp_path / "run100")
+        assert other["rows_fetched"] == m100["cache"]["rows_fetched"]
 
 
 def test_replay_measures_a_generator_too() -> None:

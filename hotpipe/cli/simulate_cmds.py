@@ -34,8 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int,
                    help="samples per step (default: the run config's data.batch_size)")
     p.add_argument("--max-steps", type=int, help="plan at most this many steps")
-    p.add_argument("--config", help="YAML run config: batch size, validation split, epochs and "
-                                    "row size (model.embedding_dim, optim.embedding) as training uses them")
+    p.add_argument("--config", help="YAML run config: batch size, validation split, epochs, "
+                                    "row size (model.embedding_dim, optim.embedding) and sample order "
+                                    "(schedule.*: each capacity plans the order a run at that capacity "
+                                    "trains) as training uses them")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="run config overrides")
     p.set_defaults(func=_simulate)
 
@@ -59,7 +61,8 @@ def _simulate(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size or cfg.data.batch_size,
                        val_fraction=cfg.data.val_fraction, epochs=cfg.train.epochs,
                        max_steps=args.max_steps or cfg.train.max_steps or None,
-                       bytes_per_row=record_bytes(dim, opt), on_result=progress)
+                       bytes_per_row=record_bytes(dim, opt), schedule=cfg.schedule,
+                       seed=cfg.train.seed, on_result=progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulate.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))

@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from hotpipe.config import ScheduleConfig
+from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.data.layout import TableLayout
-from hotpipe.data.loader import BatchLoader
+from hotpipe.data.loader import BatchLoader, TrainTrace
 
 #: Batch kinds, as stored in :attr:`Schedule.kinds`.
 POPULAR, NON_POPULAR, MIXED = 0, 1, 2
@@ -256,3 +257,52 @@ class ScheduledLoader(BatchLoader):
             "popular_fraction": s.popular / epoch_samples if epoch_samples else 0.0,
             "batches": {name: int(per_kind[i]) for i, name in enumerate(KIND_NAMES)},
         }
+
+
+class ScheduledTrace(TrainTrace):
+    """The training trace in the order ``schedule.mode`` trains it: what ``hotpipe
+    simulate`` and the cost model plan, so the rows they count are the rows a
+    scheduled run moves.
+
+    The order depends on the fast tier's size (the hot set is its ``cache.capacity``
+    rows), so a planner sized for another capacity asks :meth:`at_capacity` for the
+    order a run at that capacity would train (built once per size, then cached).
+    With ``schedule.mode=none`` it is the plain :class:`TrainTrace` at every size.
+
+    Args:
+        ds: the dataset.
+        batch_size, val_fraction, epochs, max_steps: as for :class:`TrainTrace`.
+        schedule: the run's ``schedule`` section.
+        hot_rows: the run's fast-tier rows (the order :meth:`__iter__` gives).
+        seed: the run's ``train.seed`` (the hot-set sample is drawn with it).
+
+    Example:
+        >>> trace = ScheduledTrace(ds, batch_size=2048, val_fraction=0.1, schedule=cfg.schedule,
+        ...                        hot_rows=100_000, seed=0)  # doctest: +SKIP
+        >>> trace_movement(trace.at_capacity(50_000), ...)  # doctest: +SKIP
+    """
+
+    def __init__(self, ds: ColumnarDataset, *, batch_size: int, val_fraction: float,
+                 epochs: int = 1, max_steps: int = 0, schedule: ScheduleConfig, hot_rows: int,
+                 seed: int) -> None:
+        self._ds, self._schedule, self._seed = ds, schedule, seed
+        self._kw: dict[str, Any] = dict(batch_size=batch_size, val_fraction=val_fraction,
+                                        epochs=epochs, max_steps=max_steps)
+        super().__init__(ds, **self._kw, order=self._order(hot_rows))
+        self.hot_rows = hot_rows
+        self._sized: dict[int, TrainTrace] = {hot_rows: self}
+
+    def _order(self, hot_rows: int) -> Any:
+        if self._schedule.mode == "none":
+            return None
+        layout = TableLayout.of(self._ds)
+        return lambda base: ScheduledLoader.from_config(base, self._schedule, layout=layout,
+                                                        hot_rows=hot_rows, seed=self._seed)
+
+    def at_capacity(self, rows: int) -> TrainTrace:
+        """The trace a run whose fast tier holds ``rows`` rows trains."""
+        if self._schedule.mode == "none":
+            return self
+        if rows not in self._sized:
+            self._sized[rows] = TrainTrace(self._ds, **self._kw, order=self._order(rows))
+        return self._sized[rows]

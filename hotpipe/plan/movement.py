@@ -112,11 +112,18 @@ def trace_movement(steps: Iterable[np.ndarray], *, num_rows: int, capacity: int,
         steps: each step's global ids, (B, T) int64. Pass what training
             passes (a sized trace, e.g. :class:`~hotpipe.data.loader.TrainTrace`):
             ``static`` profiles a share of a sized trace but a fixed number of steps otherwise.
+            A trace whose order depends on the fast tier's size (a scheduled run's
+            hot set is its ``capacity`` rows:
+            :class:`~hotpipe.data.schedule.ScheduledTrace`) is planned in the order
+            its ``at_capacity(capacity)`` gives.
         num_rows, capacity, window, depth, policy: as for :class:`Planner`.
 
     Raises:
         CapacityError: ``capacity`` cannot hold a step's in-flight rows.
     """
+    at_capacity = getattr(steps, "at_capacity", None)
+    if callable(at_capacity):
+        steps = at_capacity(capacity)
     planner = Planner(num_rows=num_rows, capacity=capacity, window=window, depth=depth, policy=policy)
     counter = MoveCounter(num_rows)
     for plan in planner.plan(steps):

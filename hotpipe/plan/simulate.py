@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from hotpipe.capacity import Capacity
+from hotpipe.config import ScheduleConfig
 from hotpipe.data.columnar import ColumnarDataset
-from hotpipe.data.loader import TrainTrace
+from hotpipe.data.schedule import ScheduledTrace
 from hotpipe.errors import CapacityError, ConfigError
 from hotpipe.plan.movement import MoveCounter
 from hotpipe.plan.planner import Planner
@@ -141,12 +142,16 @@ def replay(steps: Iterable[np.ndarray], *, num_rows: int, capacity_rows: int, po
 def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[object],
              window: int = 64, depth: int = 1, batch_size: int = 2048, val_fraction: float = 0.1,
              epochs: int = 1, max_steps: int | None = None, bytes_per_row: int | None = None,
+             schedule: ScheduleConfig | None = None, seed: int = 0,
              on_result: Callable[[SimResult], None] | None = None) -> list[SimResult]:
     """Replay the training steps of a run for every (capacity, policy) pair.
 
     The trace is :class:`~hotpipe.data.loader.TrainTrace`, the one training
     plans: the validation split is left out and a short last batch dropped, so
-    the rows moved here are the rows ``hotpipe train`` moves.
+    the rows moved here are the rows ``hotpipe train`` moves. Under a
+    ``schedule`` (``fae``, ``hotline``) each capacity plans the order a run at
+    that capacity trains (its hot set is the fast tier's rows:
+    :class:`~hotpipe.data.schedule.ScheduledTrace`).
 
     Args:
         data: a columnar dataset directory.
@@ -158,6 +163,8 @@ def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[
         max_steps: plan at most this many steps.
         bytes_per_row: a row's record size (storage's ``record_bytes``); needed
             only for capacities given in bytes.
+        schedule, seed: the run's ``schedule`` section and ``train.seed`` (default:
+            the data's order).
         on_result: called with each result as soon as it is ready.
 
     Returns:
@@ -174,18 +181,21 @@ def simulate(data: str | Path, *, policies: Sequence[str], capacities: Sequence[
             raise ConfigError(key, f"expected an integer >= 1, found {value}")
     if not 0 <= val_fraction < 1:
         raise ConfigError("val_fraction", f"expected a fraction in [0, 1), found {val_fraction}")
-    trace = TrainTrace(ColumnarDataset.open(data), batch_size=batch_size, val_fraction=val_fraction,
-                       epochs=epochs, max_steps=max_steps or 0)
+    ds = ColumnarDataset.open(data)
     specs = [Capacity.parse(c, "capacity") for c in capacities]
     if bytes_per_row is None and any(c.kind == "bytes" for c in specs):
         raise ConfigError("capacity", "a capacity in bytes needs the row size (bytes_per_row)")
-    rows = [c.rows(trace.num_rows, bytes_per_row or 1) for c in specs]
-    Planner(num_rows=trace.num_rows, capacity=1, window=window, depth=depth)  # checks them
+    num_rows = int(sum(ds.cardinalities))
+    rows = [c.rows(num_rows, bytes_per_row or 1) for c in specs]
+    Planner(num_rows=num_rows, capacity=1, window=window, depth=depth)  # checks them
+    trace = ScheduledTrace(ds, batch_size=batch_size, val_fraction=val_fraction, epochs=epochs,
+                           max_steps=max_steps or 0, schedule=schedule or ScheduleConfig(),
+                           hot_rows=rows[0] if rows else 1, seed=seed)
     results = []
     for r in rows:
         for p in policies:
-            results.append(replay(trace, num_rows=trace.num_rows, capacity_rows=r, policy=p,
-                                  window=window, depth=depth))
+            results.append(replay(trace.at_capacity(r), num_rows=num_rows, capacity_rows=r,
+                                  policy=p, window=window, depth=depth))
             if on_result is not None:
                 on_result(results[-1])
     return results

@@ -65,8 +65,11 @@ def train_steps(*, model: RecModel, embedding: SparseEmbedding, feed: Feed,
     window_hits0, window_look0 = feed.stats.hits, feed.stats.hits + feed.stats.misses
     window_steps = 0
     t_start = time.perf_counter()
+    # A skipper hands the planner each step without the samples it will skip, when it
+    # knows them in time (train/skip.py), so their rows are not fetched.
+    planned = loader if skipper is None else skipper.planning_loader(loader)
     try:
-        for full in feed.steps(loader, state.step, stop):
+        for full in feed.steps(planned, state.step, stop):
             keep = skipper.keep_mask(full) if skipper is not None else None
             inp = full if keep is None else kept_samples(full, keep)  # (K <= B) samples
             value = math.nan
