@@ -186,3 +186,45 @@ def test_multi_rank_estimate_is_marked_unvalidated():
     assert p.samples_per_s > 0 and p.memory["fast"] == 200 * WORK.row_bytes
     with pytest.raises(ConfigError):
         predict_ranks(Candidate("lru", 200, ranks=1), steps, WORK, fake_hardware(), hot)
+
+
+def test_skip_model_shrinks_compute_of_the_steps_it_decides():
+    from hotpipe.placement.costmodel import SkipModel, step_work
+
+    steps = zipf_steps(40)
+    tr = trace_movement(steps, num_rows=600, capacity=300, window=8, depth=1, policy="lookahead")
+    hw, c = fake_hardware(), Candidate("lookahead", 300, 8, 1)
+    skip = dataclasses.replace(WORK, skip=SkipModel(share=0.3, first_step=10))
+    plan0, move0, comp0 = step_work(tr, c, WORK, hw)
+    plan1, move1, comp1 = step_work(tr, c, skip, hw)
+    assert np.array_equal(plan0, plan1) and np.array_equal(move0, move1)  # rows: the whole trace
+    assert np.array_equal(comp1[:10], comp0[:10])
+    per_sample = hw.compute.per_sample_s * 32 * 0.3  # the skipped samples' compute, no more
+    np.testing.assert_allclose(comp0[10:] - comp1[10:], per_sample)
+    fast, slow = predict(c, tr, skip, hw), predict(c, tr, WORK, hw)
+    assert fast.compute_s < slow.compute_s and fast.rows_fetched == slow.rows_fetched
+    assert fast.samples_per_s >= slow.samples_per_s
+
+
+@pytest.mark.parametrize("mode", ["none", "hotline"])
+def test_predict_run_moves_what_training_moves(tmp_path: Path, mode: str) -> None:
+    from hotpipe.config import load_config
+    from hotpipe.placement.costmodel import predict_run
+    from hotpipe.train.run import train
+
+    data = make_dataset(tmp_path / "d")
+    over = ["data.batch_size=16", "cache.policy=lru", "cache.capacity=80", "cache.window=8",
+            "train.progress=false", "model.embedding_dim=8", "model.bottom=[8]", "train.seed=3",
+            f"schedule.mode={mode}", "schedule.window=4", "schedule.sample=0.5",
+            "skip.mode=slipstream", "skip.warmup=5", "skip.interval=4", "skip.target_drop=0.3"]
+    cfg = load_config(None, over, values={"data.path": str(data)})
+    m = train(cfg, tmp_path / "run")
+    hw = dataclasses.replace(fake_hardware(), compute=ComputeFit(2e-3, 1e-5, {}))
+    p = predict_run(cfg, ColumnarDataset.open(data), hw, skip_lag=0)
+    # lag 0: the planner saw every sample, so training moved exactly the planned rows
+    assert p.rows_fetched == m["cache"]["rows_fetched"] > 0 and p.steps == m["steps"]
+    assert any("skip.mode" in n for n in p.notes)
+    assert (mode != "none") == any("schedule.mode" in n for n in p.notes)
+    exact = predict_run(load_config(None, [*over, "skip.mode=none"], values={"data.path": str(data)}),
+                        ColumnarDataset.open(data), hw)
+    assert exact.compute_s > p.compute_s

@@ -25,6 +25,23 @@ fetched, ``W`` rows written back)::
 The final flush's write-backs are counted in rows moved but not in time:
 training time (``samples_per_s``) stops before the end-of-run checkpoint.
 
+Speed modes (:func:`predict_run` reads them from the run config):
+
+- ``schedule.mode`` (fae, hotline) changes only the order of the samples:
+  the trace is the scheduled one
+  (:class:`~hotpipe.data.schedule.ScheduledTrace`, each capacity planning the
+  order a run at that capacity trains), so rows moved are counted exactly.
+- ``skip.mode=slipstream`` drops samples chosen from weights that only
+  training produces, so they cannot be replayed: the model assumes the share
+  lands on ``skip.target_drop`` (the threshold search lands at or just below
+  it) from the first step a stale set decides (``warmup + interval + lag``)
+  and shrinks each such step's compute to the kept samples
+  (``compute(B) = per_step + per_sample * B * (1 - target)``; the batch is
+  still read whole). Rows moved are those of the whole trace: an upper bound
+  when the skipper leaves skipped samples out of the plans (``lag`` >= the
+  planner's reach; measured savings in BENCHMARKS.md). Snapshot reads (two
+  reads of the hot rows per period, after a flush) are not modelled.
+
 Not modelled (small or out of reach today): the feed's per-step counters in
 the main thread (a search and a bincount over the step's distinct ids);
 a file tier bigger than RAM — ``calibrate`` measures files that sit in the
@@ -39,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from hotpipe.config import RunConfig
+from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.errors import ConfigError
 from hotpipe.placement.hardware import Hardware
 from hotpipe.placement.pipeline import replay_pipeline
@@ -89,6 +107,25 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class SkipModel:
+    """Stale-sample skipping as the cost model assumes it (module docstring).
+
+    Attributes:
+        share: samples skipped per step once a stale set applies (``skip.target_drop``).
+        first_step: the first step a stale set decides (``warmup + interval + lag``).
+    """
+
+    share: float
+    first_step: int
+
+    def kept(self, batch_sizes: np.ndarray) -> np.ndarray:
+        """(S,) samples each step trains."""
+        b = batch_sizes.astype(np.float64)
+        b[self.first_step:] *= 1.0 - self.share
+        return b
+
+
+@dataclass(frozen=True)
 class Workload:
     """What is trained: sizes that turn rows into bytes and steps into compute.
 
@@ -98,6 +135,7 @@ class Workload:
         state_width: optimizer floats per row.
         model: the model keys of :data:`MODEL_KEYS` (``embedding_dim`` at least).
         dense_params: parameters of the MLPs (all-reduced when ranks > 1).
+        skip: ``skip.mode=slipstream`` as modelled (None: every sample trains).
     """
 
     batch_size: int
@@ -105,6 +143,7 @@ class Workload:
     state_width: int
     model: dict[str, Any]
     dense_params: int = 0
+    skip: SkipModel | None = None
 
     @property
     def dim(self) -> int:
@@ -162,7 +201,23 @@ def workload_from_config(run: RunConfig, cardinalities: list[int], num_dense: in
     dense = build_model(m, num_dense=num_dense, num_tables=len(cardinalities))  # any model.arch
     return Workload(batch_size=run.data.batch_size, num_rows=int(sum(cardinalities)),
                     state_width=opt.state_width, model=model_key(run, len(cardinalities)),
-                    dense_params=sum(p.numel() for p in dense.parameters()))
+                    dense_params=sum(p.numel() for p in dense.parameters()),
+                    skip=skip_model(run))
+
+
+def skip_model(run: RunConfig, lag: int | None = None) -> SkipModel | None:
+    """The run's ``skip`` section as :class:`SkipModel` (None for ``skip.mode=none``).
+
+    ``lag``: steps from an estimate to its use (default: the planner's reach,
+    :func:`hotpipe.train.skip.plan_lag`).
+    """
+    from hotpipe.train.skip import plan_lag
+
+    k = run.skip
+    if k.mode == "none":
+        return None
+    lag = plan_lag(run.cache) if lag is None else lag
+    return SkipModel(share=k.target_drop, first_step=k.warmup + k.interval + lag)
 
 
 def check_model(hw: Hardware, work: Workload) -> None:
@@ -197,8 +252,9 @@ def step_work(trace: StepTrace, c: Candidate, work: Workload,
               hw: Hardware) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Solo seconds per step: (plan (S,), move (S,), compute (S,)) for one rank."""
     b = trace.batch_sizes.astype(np.float64)
-    read = hw.batch_read_per_sample_s * b
-    compute = hw.compute.per_step_s + hw.compute.per_sample_s * b
+    read = hw.batch_read_per_sample_s * b  # skipped samples are read too
+    trained = b if work.skip is None else work.skip.kept(trace.batch_sizes)
+    compute = hw.compute.per_step_s + hw.compute.per_sample_s * trained
     if c.policy == "none":
         zero = np.zeros(trace.steps)
         return zero, zero, compute
@@ -241,3 +297,63 @@ def predict(c: Candidate, trace: StepTrace, work: Workload, hw: Hardware) -> Pre
         compute_s=t.compute_s, mover_s=t.mover_s, stall_s=t.stall_s, total_s=t.total_s,
         steps=trace.steps,
     )
+
+
+def run_trace(run: RunConfig, ds: ColumnarDataset, *, max_steps: int = 0) -> Any:
+    """The steps ``run`` trains on ``ds`` in its order (``schedule.mode``): a
+    :class:`~hotpipe.data.schedule.ScheduledTrace` whose default order is the one
+    for the run's own fast tier (``cache.capacity``), other capacities on request."""
+    from hotpipe.data.layout import TableLayout
+    from hotpipe.data.schedule import ScheduledTrace
+    from hotpipe.model.sparse_optim import make_row_optimizer
+    from hotpipe.train.builders import capacity_rows
+
+    dim = run.model.embedding_dim
+    opt = make_row_optimizer(run.optim.embedding, lr=run.optim.embedding_lr, dim=dim)
+    hot = capacity_rows(run.cache, TableLayout.of(ds), dim, opt)
+    return ScheduledTrace(ds, batch_size=run.data.batch_size, val_fraction=run.data.val_fraction,
+                          epochs=run.train.epochs, max_steps=max_steps, schedule=run.schedule,
+                          hot_rows=hot, seed=run.train.seed)
+
+
+def candidate_of(run: RunConfig, num_rows: int, bytes_per_row: int) -> Candidate:
+    """The :class:`Candidate` a run's ``cache`` section configures."""
+    c = run.cache
+    if c.policy == "none":
+        return Candidate("none", num_rows)
+    return Candidate(c.policy, c.capacity_spec.rows(num_rows, bytes_per_row), c.window, c.depth,
+                     c.backing)
+
+
+def predict_run(run: RunConfig, ds: ColumnarDataset, hw: Hardware, *, max_steps: int = 0,
+                skip_lag: int | None = None) -> Prediction:
+    """Predict one run as configured, speed modes included (module docstring).
+
+    Args:
+        run: the run config (``cache``, ``schedule``, ``skip`` sections used).
+        ds: its dataset.
+        hw: the machine.
+        max_steps: plan at most this many steps (0: the whole run).
+        skip_lag: the skipper's lag (default: :func:`hotpipe.train.skip.plan_lag`).
+    """
+    from hotpipe.plan.movement import trace_movement
+
+    work = workload_from_config(run, ds.cardinalities, ds.num_dense)
+    if skip_lag is not None and work.skip is not None:
+        work = Workload(work.batch_size, work.num_rows, work.state_width, work.model,
+                        work.dense_params, skip_model(run, skip_lag))
+    trace = run_trace(run, ds, max_steps=max_steps or run.train.max_steps or 0)
+    cand = candidate_of(run, work.num_rows, work.row_bytes)
+    if cand.policy == "none":
+        st = StepTrace.untiered(trace.batch_sizes())
+    else:
+        st = trace_movement(trace, num_rows=work.num_rows, capacity=cand.capacity,
+                            window=cand.window, depth=cand.depth, policy=cand.policy)
+    pred = predict(cand, st, work, hw)
+    if run.schedule.mode != "none":
+        pred.notes.append(f"schedule.mode={run.schedule.mode}: rows moved planned in the scheduled order")
+    if work.skip is not None:
+        pred.notes.append(f"skip.mode={run.skip.mode}: {work.skip.share:.0%} of each step's samples "
+                          f"assumed skipped from step {work.skip.first_step}; rows moved are the "
+                          "whole trace's (an upper bound)")
+    return pred
