@@ -60,8 +60,13 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     _section: ClassVar[str] = "model"
     # The interaction between the features: DLRM's pairwise dots, DCN-v2's cross
-    # network, or Ad-Rec's masked transformer (hotpipe/model/{dlrm,dcn,adrec}.py).
-    arch: Literal["dlrm", "dcn", "adrec"] = "dlrm"
+    # network, or Ad-Rec's masked transformer (hotpipe/model/{dlrm,dcn,adrec}.py);
+    # tbsm: a behaviour list pooled by attention against the target item, then
+    # DLRM (hotpipe/model/tbsm.py; needs a multi-hot history table).
+    arch: Literal["dlrm", "dcn", "adrec", "tbsm"] = "dlrm"
+    # Multi-hot (list) tables: each bag of rows is summed or averaged (empty
+    # bags give a zero vector either way); one-hot data is unaffected.
+    pooling: Literal["sum", "mean"] = "sum"
     embedding_dim: int = Field(16, gt=0)
     # Bottom MLP widths; the last is the embedding dim (dense features join the
     # interaction as one more D-vector). arch=dcn also takes [] (raw dense into
@@ -81,6 +86,12 @@ class ModelConfig(_Section):
     heads: int = Field(2, gt=0)
     attn_layers: int = Field(2, gt=0)
     ffn_mult: int = Field(2, gt=0)
+    # arch=tbsm: the table (index, in dataset order) holding each sample's
+    # behaviour list, the table of the item being scored, and how many recency
+    # positions get their own learned vector (older items share the last).
+    history_table: int = Field(0, ge=0)
+    target_table: int = Field(1, ge=0)
+    history_len: int = Field(50, gt=0)
 
     @model_validator(mode="after")
     def _shapes(self) -> ModelConfig:
@@ -97,6 +108,9 @@ class ModelConfig(_Section):
         if self.arch == "dcn" and self.dcn_structure == "parallel" and not self.deep:
             raise ConfigError("model.deep", "model.dcn_structure=parallel needs a deep MLP beside "
                                             "the cross net; found []")
+        if self.arch == "tbsm" and self.history_table == self.target_table:
+            raise ConfigError("model.target_table", f"must differ from model.history_table; both are "
+                                                    f"{self.history_table}")
         if self.arch == "adrec" and self.embedding_dim % self.heads:
             raise ConfigError("model.heads", f"model.embedding_dim ({self.embedding_dim}) must be "
                                              f"divisible by the number of heads; found {self.heads}")

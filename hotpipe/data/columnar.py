@@ -7,7 +7,9 @@ Layout of a dataset directory::
                         encoding, sources, bad_lines, columns (see manifest.py)
     DIR/label.bin       (N,)    float32
     DIR/dense.bin       (N, 13) float32, row-major
-    DIR/sparse.bin      (N, T)  int32,   row-major, local ids per table
+    DIR/sparse.bin      (N, T1) int32,   row-major, local ids of the T1 one-hot tables
+    DIR/bags/           multi-hot tables (list columns): values + offsets per
+                        table, see manifest.py
     DIR/vocab/          per-table vocabularies (encoding "vocab")
     DIR/val/            optional validation split: a dataset of its own, same
                         tables, encoded with the training vocabulary
@@ -36,6 +38,8 @@ import numpy as np
 
 from hotpipe.data import integrity
 from hotpipe.data.manifest import (
+    BAG_OFFSETS_DTYPE,
+    BAG_VALUES_DTYPE,
     COLUMN_FILES,
     DTYPES,
     FORMAT,
@@ -43,13 +47,23 @@ from hotpipe.data.manifest import (
     VERSION,
     Manifest,
     TableSpec,
+    bag_files,
     column_shapes,
     parse_manifest,
 )
 from hotpipe.data.writer import ColumnarWriter
 from hotpipe.errors import DataFormatError
 
-__all__ = ["ColumnarDataset", "ColumnarWriter", "TableSpec", "UnverifiedDatasetWarning", "FORMAT", "VERSION"]
+__all__ = ["ColumnarDataset", "ColumnarWriter", "TableSpec", "UnverifiedDatasetWarning", "FORMAT", "VERSION",
+           "Bag"]
+
+
+@dataclass(frozen=True)
+class Bag:
+    """One multi-hot table's lists, CSR-style: row ``r`` holds ``values[offsets[r]:offsets[r+1]]``."""
+
+    values: np.ndarray  # (V,) int32 memmap
+    offsets: np.ndarray  # (N+1,) int64 memmap
 
 
 class UnverifiedDatasetWarning(UserWarning):
@@ -72,10 +86,21 @@ class ColumnarDataset:
     num_dense: int
     label: np.ndarray  # (N,) float32 memmap
     dense: np.ndarray  # (N, num_dense) float32 memmap
-    sparse: np.ndarray  # (N, T) int32 memmap
+    sparse: np.ndarray  # (N, T1) int32 memmap, the one-hot tables (``one_hot``)
     manifest: dict[str, Any] = field(repr=False)
     verified: str = "quick"
     _meta: Manifest | None = field(default=None, repr=False)
+    bags: dict[int, Bag] = field(default_factory=dict, repr=False)  # table index -> its lists
+
+    @property
+    def one_hot(self) -> list[int]:
+        """Table indices of ``sparse``'s columns (all tables when none is multi-hot)."""
+        return [t for t, spec in enumerate(self.tables) if not spec.multi_hot]
+
+    @property
+    def multi_hot(self) -> bool:
+        """True when some table holds lists (batches are then :class:`~hotpipe.data.batch.JaggedIds`)."""
+        return bool(self.bags)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -155,8 +180,10 @@ class ColumnarDataset:
                 if want > 0
                 else np.zeros(shape, dtype=DTYPES[name])
             )
+        bags = {t: _open_bag(root, k, m.rows, (m.bag_values or {})[t])
+                for k, t in enumerate(t for t, spec in enumerate(m.tables) if spec.multi_hot)}
         ds = cls(root, m.rows, m.tables, m.num_dense, arrays["label"], arrays["dense"],
-                 arrays["sparse"], raw, _meta=m)
+                 arrays["sparse"], raw, _meta=m, bags=bags)
         if verify:
             ds._quick_check()
         return ds
@@ -190,9 +217,17 @@ class ColumnarDataset:
 
     def _raise_bad_id(self, t: int) -> None:
         spec = self.tables[t]
-        hit = integrity.first_bad_id(self.sparse, t, spec.cardinality)
+        if t in self.bags:
+            bag = self.bags[t]
+            hit = integrity.first_bad_id(bag.values.reshape(-1, 1), 0, spec.cardinality)
+            if hit:  # position in values -> the row holding it
+                hit = (int(np.searchsorted(bag.offsets, hit[0], side="right")) - 1, hit[1])
+            path = self.path / bag_files(list(self.bags).index(t))[0]
+        else:
+            hit = integrity.first_bad_id(self.sparse, self.one_hot.index(t), spec.cardinality)
+            path = self.path / COLUMN_FILES["sparse"]
         where = f"{hit[1]} at row {hit[0]}" if hit else "a recorded min_id/max_id outside the table"
-        raise DataFormatError("id out of range for its table", path=str(self.path / COLUMN_FILES["sparse"]),
+        raise DataFormatError("id out of range for its table", path=str(path),
                               field=spec.name, expected=f"ids in [0, {spec.cardinality})", found=where)
 
     def verify(self) -> None:
@@ -213,25 +248,50 @@ class ColumnarDataset:
                     raise DataFormatError("dataset file does not match its sha256 (damaged or replaced)",
                                           path=str(f), expected=str(rec.get("sha256")),
                                           found="missing" if not f.is_file() else "a different digest")
-        for t, rng in enumerate(integrity.id_ranges(self.sparse)):
+        ranges = dict(zip(self.one_hot, integrity.id_ranges(self.sparse), strict=True))
+        for t, bag in self.bags.items():
+            ranges[t] = integrity.id_ranges(bag.values.reshape(-1, 1))[0]
+            lengths = np.diff(np.asarray(bag.offsets))
+            if (lengths < 0).any() or lengths.max(initial=0) > self.tables[t].max_len:
+                raise DataFormatError("list offsets are not increasing or exceed max_len", path=str(
+                    self.path / bag_files(list(self.bags).index(t))[1]), field=self.tables[t].name,
+                    expected=f"lengths in [0, {self.tables[t].max_len}]",
+                    found=f"lengths {int(lengths.min())}..{int(lengths.max())}")
+        for t, rng in sorted(ranges.items()):
             if rng is not None and (rng[0] < 0 or rng[1] >= self.tables[t].cardinality):
                 self._raise_bad_id(t)
         self.verified = "full" if sums is not None else "unverified"
 
     def check_ids(self, ids: np.ndarray, first_row: int) -> None:
-        """Bounds-check a block of ids read from this dataset: (B, T) from row ``first_row``.
+        """Bounds-check a block of one-hot ids read from this dataset: (B, T1) from row ``first_row``.
 
         For a loader that wants per-batch checks (a max/min over B x T, much
         cheaper than the step); raises the same error as :meth:`verify`.
         """
-        cards = np.asarray(self.cardinalities)
+        cards = np.asarray(self.cardinalities)[self.one_hot]
         bad = (ids < 0) | (ids >= cards)
         if bad.any():
             r, t = np.argwhere(bad)[0]
-            spec = self.tables[int(t)]
+            spec = self.tables[self.one_hot[int(t)]]
             raise DataFormatError("id out of range for its table", path=str(self.path / COLUMN_FILES["sparse"]),
                                   field=spec.name, expected=f"ids in [0, {spec.cardinality})",
                                   found=f"{int(ids[r, t])} at row {first_row + int(r)}")
+
+
+def _open_bag(root: Path, k: int, rows: int, count: int) -> Bag:
+    """Map the ``k``-th multi-hot table's files, checking their sizes against the manifest."""
+    arrays = []
+    for rel, dtype, n in zip(bag_files(k), (BAG_VALUES_DTYPE, BAG_OFFSETS_DTYPE), (count, rows + 1),
+                             strict=True):
+        f = root / rel
+        want = n * np.dtype(dtype).itemsize
+        have = f.stat().st_size if f.is_file() else -1
+        if have != want:
+            raise DataFormatError("list column file has the wrong size", path=str(f),
+                                  expected=f"{want} bytes ({n} x {np.dtype(dtype).name})",
+                                  found=f"{have} bytes" if have >= 0 else "missing")
+        arrays.append(np.memmap(f, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(n, dtype))
+    return Bag(arrays[0], arrays[1])
 
 
 def _aside_hint(root: Path) -> str:

@@ -4,6 +4,14 @@ Batches are consecutive rows (``step`` k covers rows ``start + k*B`` ..):
 the order of the data on disk is kept, as Criteo training does (time order),
 and it makes every step's ids known in advance — the planner reads the ids
 of step k+W while step k trains (see ``plan/``).
+
+A dataset with multi-hot tables (list columns) gives
+:class:`~hotpipe.data.batch.JaggedIds` batches over all its tables (a one-hot
+table is then a bag of one id per sample), and the id stream the planner,
+``simulate`` and the tiered feed consume gives each step's ids as one
+``(1, L)`` row: every id of every bag, table-major, duplicates kept (the
+planner dedups; the lookups are per id, so the plan's ``lookup_slots`` line
+up with the batch's ``values``).
 """
 
 from __future__ import annotations
@@ -13,9 +21,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from hotpipe.data.batch import Batch
+from hotpipe.data.batch import Batch, JaggedIds
 from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.data.layout import TableLayout
+from hotpipe.errors import DataFormatError
 
 
 class BatchLoader:
@@ -37,7 +46,7 @@ class BatchLoader:
         self.batch_size = batch_size
         self.start = start
         self.stop = dataset.rows if stop is None else stop
-        self._cards = np.asarray(dataset.cardinalities, dtype=np.int64)  # (T,)
+        self._cards = np.asarray(dataset.cardinalities, dtype=np.int64)[dataset.one_hot]  # (T1,)
         n = max(0, self.stop - self.start)
         self.steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
         # Epochs are laid end to end: step k reads batch k % steps_per_epoch.
@@ -58,7 +67,18 @@ class BatchLoader:
         Bounds-checked per batch (a min and a per-table max, far cheaper than
         the step): an id edited past its table in ``sparse.bin`` would
         otherwise train another table's row silently.
+
+        Raises:
+            ValueError: the dataset has multi-hot tables (use :meth:`jagged_ids`
+                or :meth:`global_ids`).
         """
+        if self.ds.multi_hot:
+            raise ValueError(f"{self.ds.path}: multi-hot tables "
+                             f"{[self.ds.tables[t].name for t in self.ds.bags]} have no (B, T) ids; "
+                             "this stage supports one-hot datasets only")
+        return self._one_hot_ids(step)
+
+    def _one_hot_ids(self, step: int) -> np.ndarray:
         rows = self.rows(step)
         ids = np.asarray(self.ds.sparse[rows], dtype=np.int64)
         if ids.size and (ids.min() < 0 or bool((ids.max(axis=0) >= self._cards).any())):
@@ -71,12 +91,62 @@ class BatchLoader:
         """The dataset rows of ``step``: a slice here; a reordering loader returns an index array."""
         return self._rows(step)
 
+    def jagged_ids(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Local ids of one step of a multi-hot dataset, table-major (``batch.py``'s layout):
+        values (L,) int64 and offsets (T*B + 1,) int64. Bounds-checked per table."""
+        rows = self.rows(step)
+        one_hot = self._one_hot_ids(step)  # (B, T1)
+        b = one_hot.shape[0]
+        parts: list[np.ndarray] = []
+        lengths: list[np.ndarray] = []
+        col = 0
+        for t, spec in enumerate(self.ds.tables):
+            bag = self.ds.bags.get(t)
+            if bag is None:
+                parts.append(one_hot[:, col])
+                lengths.append(np.ones(b, np.int64))
+                col += 1
+                continue
+            vals, lens = _gather_lists(bag.values, bag.offsets, rows)
+            if vals.size and (vals.min() < 0 or vals.max() >= spec.cardinality):
+                i = int(np.flatnonzero((vals < 0) | (vals >= spec.cardinality))[0])
+                r = int(np.searchsorted(np.cumsum(lens), i, side="right"))
+                first = rows.start + r if isinstance(rows, slice) else int(rows[r])
+                raise DataFormatError("id out of range for its table", path=str(self.ds.path),
+                                      field=spec.name, expected=f"ids in [0, {spec.cardinality})",
+                                      found=f"{int(vals[i])} at row {first}")
+            parts.append(vals)
+            lengths.append(lens)
+        offsets = np.zeros(len(self.ds.tables) * b + 1, np.int64)
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        return np.concatenate(parts), offsets
+
+    def global_ids(self, step: int, offsets: np.ndarray) -> np.ndarray:
+        """What the planner plans for ``step``: (B, T) global ids, or for a multi-hot
+        dataset (1, L), the global row of every id of every bag (see the module docstring)."""
+        if not self.ds.multi_hot:
+            return self.sparse_ids(step) + offsets
+        values, bag_offsets = self.jagged_ids(step)
+        b = self.batch_size_of(step)
+        per_table = bag_offsets[b::b] - bag_offsets[:-1:b]  # (T,) ids per table
+        return (values + np.repeat(offsets, per_table)).reshape(1, -1)
+
+    def batch_size_of(self, step: int) -> int:
+        rows = self.rows(step)
+        return rows.stop - rows.start if isinstance(rows, slice) else int(len(rows))
+
     def batch(self, step: int) -> Batch:
         rows = self.rows(step)
+        sparse: torch.Tensor | JaggedIds
+        if self.ds.multi_hot:
+            values, offsets = self.jagged_ids(step)
+            sparse = JaggedIds(torch.from_numpy(values), torch.from_numpy(offsets), len(self.ds.tables))
+        else:
+            sparse = torch.from_numpy(self.sparse_ids(step))
         # np.array copies: a slice of the read-only map must not become a tensor view of it.
         return Batch(
             dense=torch.from_numpy(np.array(self.ds.dense[rows], dtype=np.float32)),
-            sparse=torch.from_numpy(self.sparse_ids(step)),
+            sparse=sparse,
             labels=torch.from_numpy(np.array(self.ds.label[rows], dtype=np.float32)),
         )
 
@@ -85,7 +155,8 @@ class BatchLoader:
 
     def id_stream(self, offsets: np.ndarray, start_step: int = 0,
                   stop_step: int | None = None) -> IdStream:
-        """Global ids of steps ``[start_step, stop_step)``: (B, T) int64, local + table offsets."""
+        """Global ids of steps ``[start_step, stop_step)``: (B, T) int64, local + table offsets
+        ((1, L) for a multi-hot dataset, see :meth:`global_ids`)."""
         stop = self.num_steps if stop_step is None else stop_step
         return IdStream(self, np.asarray(offsets, dtype=np.int64), start_step, stop)
 
@@ -106,7 +177,7 @@ class IdStream:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for k in range(self.start, self.stop):
-            yield self.loader.sparse_ids(k) + self.offsets  # (B, T) global ids
+            yield self.loader.global_ids(k, self.offsets)  # (B, T) global ids; multi-hot (1, L)
 
     def spread(self, k: int, run: int = 1) -> list[np.ndarray]:
         """About ``k`` steps sampled evenly over the range, in runs of ``run``
@@ -117,7 +188,7 @@ class IdStream:
             return list(self)
         run = max(1, min(run, n))
         starts = np.unique(np.linspace(0, n - run, max(1, -(-k // run))).astype(np.int64))
-        return [self.loader.sparse_ids(self.start + int(s) + j) + self.offsets
+        return [self.loader.global_ids(self.start + int(s) + j, self.offsets)
                 for s in starts for j in range(run)]
 
 
@@ -143,6 +214,21 @@ def split_loaders(dataset: ColumnarDataset, *, batch_size: int, val_fraction: fl
     return train, val
 
 
+def _gather_lists(values: np.ndarray, offsets: np.ndarray, rows: slice | np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The lists of ``rows`` of one multi-hot table: (ids (L,) int64, lengths (B,) int64)."""
+    if isinstance(rows, slice):  # consecutive rows: one contiguous read
+        off = np.asarray(offsets[rows.start:rows.stop + 1], np.int64)
+        return np.asarray(values[off[0]:off[-1]], np.int64), np.diff(off)
+    starts = np.asarray(offsets[rows], np.int64)
+    lengths = np.asarray(offsets[rows + 1], np.int64) - starts
+    first = np.zeros(lengths.shape[0], np.int64)
+    np.cumsum(lengths[:-1], out=first[1:])
+    # id j of the i-th row sits at starts[i] + j
+    at = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
+    return np.asarray(values[at], np.int64), lengths
+
+
 class TrainTrace:
     """The one trace of a run's training steps: what ``simulate``, ``profile``'s
     movement counts, the cost model and the tiered feed all plan.
@@ -162,7 +248,7 @@ class TrainTrace:
             so the trace plans the steps the run trains.
 
     Yields:
-        (B, T) int64 global ids per step.
+        (B, T) int64 global ids per step; (1, L) for a multi-hot dataset.
     """
 
     def __init__(self, ds: ColumnarDataset, *, batch_size: int, val_fraction: float,

@@ -216,10 +216,10 @@ def run(job: Job, out: str | os.PathLike[str], spec: EncodingSpec, *, progress: 
                             oov=buckets is None)
         missing = dict(zip(job.tables, tally.missing.tolist(), strict=True))
         notes = job.notes()
+        extra: dict[str, Any] = {**({"val": val["manifest"]} if val else {}),
+                                 **({"notes": notes} if notes else {}), **job.extras}
         w.finish(tables=specs, order=tally.order(), encoding=enc_json, sources=sources,
-                 bad_lines=tally.to_json(), dense_columns=list(job.dense), missing_values=missing,
-                 **({"val": val["manifest"]} if val else {}), **({"notes": notes} if notes else {}),
-                 **job.extras)
+                 bad_lines=tally.to_json(), dense_columns=list(job.dense), missing_values=missing, **extra)
     return PrepareSummary(
         out=Path(out), rows=w.rows, bad_lines=tally.count + val.get("bad", 0),
         bad_examples=(tally.examples + val.get("examples", []))[:_MAX_EXAMPLES],

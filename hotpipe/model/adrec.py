@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hotpipe.model.bags import JaggedRows, pool
 from hotpipe.model.dlrm import mlp
 
 __all__ = ["AdRec", "MaskedSelfAttention", "TransformerBlock"]
@@ -144,8 +145,9 @@ class AdRec(nn.Module):
     """
 
     def __init__(self, *, num_dense: int, num_tables: int, embedding_dim: int, bottom: list[int],
-                 heads: int, attn_layers: int, ffn_mult: int, top: list[int]) -> None:
+                 heads: int, attn_layers: int, ffn_mult: int, top: list[int], pooling: str = "sum") -> None:
         super().__init__()
+        self.pooling = pooling  # multi-hot bags: model.pooling (model/bags.py)
         if num_dense and bottom[-1] != embedding_dim:
             raise ValueError(f"bottom MLP must end with embedding_dim={embedding_dim}, got {bottom}")
         if top[-1] != 1:
@@ -162,8 +164,9 @@ class AdRec(nn.Module):
         self.norm = nn.LayerNorm(embedding_dim)
         self.top = mlp([tokens * embedding_dim, *top], last_activation=False)
 
-    def forward(self, dense: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """dense (B, num_dense), emb (B, T, D) -> logits (B,)."""
+    def forward(self, dense: torch.Tensor, emb: torch.Tensor | JaggedRows) -> torch.Tensor:
+        """dense (B, num_dense), emb (B, T, D) or multi-hot rows (pooled here) -> logits (B,)."""
+        emb = pool(emb, self.pooling)  # (B, T, D)
         if self.bottom is not None:
             x = torch.cat([self.bottom(dense).unsqueeze(1), emb], dim=1)  # (B, T+1, D)
         else:

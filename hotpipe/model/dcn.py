@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from hotpipe.model.bags import JaggedRows, pool
 from hotpipe.model.dlrm import mlp
 
 __all__ = ["DCN", "CrossNet"]
@@ -124,8 +125,9 @@ class DCN(nn.Module):
 
     def __init__(self, *, num_dense: int, num_tables: int, embedding_dim: int, bottom: list[int],
                  cross_layers: int, cross_rank: int, structure: Structure, deep: list[int],
-                 top: list[int]) -> None:
+                 top: list[int], pooling: str = "sum") -> None:
         super().__init__()
+        self.pooling = pooling  # multi-hot bags: model.pooling (model/bags.py)
         if top[-1] != 1:
             raise ValueError(f"top MLP must end with 1 output, got {top}")
         if structure not in ("stacked", "parallel"):
@@ -143,9 +145,9 @@ class DCN(nn.Module):
         top_in = (n + deep[-1]) if structure == "parallel" else (deep[-1] if deep else n)
         self.top = mlp([top_in, *top], last_activation=False)
 
-    def forward(self, dense: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """dense (B, num_dense), emb (B, T, D) -> logits (B,)."""
-        flat = emb.flatten(1)  # (B, T*D)
+    def forward(self, dense: torch.Tensor, emb: torch.Tensor | JaggedRows) -> torch.Tensor:
+        """dense (B, num_dense), emb (B, T, D) or multi-hot rows (pooled here) -> logits (B,)."""
+        flat = pool(emb, self.pooling).flatten(1)  # (B, T*D)
         if dense.shape[1]:
             d = self.bottom(dense) if self.bottom is not None else dense  # (B, D') or (B, F)
             x0 = torch.cat([d, flat], dim=1)  # (B, N)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hotpipe.model.bags import JaggedRows, pool
+
 
 def mlp(sizes: list[int], *, last_activation: bool) -> nn.Sequential:
     """Linear+ReLU stack: sizes [in, h1, ..., out]."""
@@ -93,8 +95,9 @@ class DLRM(nn.Module):
     """
 
     def __init__(self, *, num_dense: int, num_tables: int, embedding_dim: int,
-                 bottom: list[int], top: list[int]) -> None:
+                 bottom: list[int], top: list[int], pooling: str = "sum") -> None:
         super().__init__()
+        self.pooling = pooling  # multi-hot bags: model.pooling (model/bags.py)
         if bottom[-1] != embedding_dim:
             raise ValueError(f"bottom MLP must end with embedding_dim={embedding_dim}, got {bottom}")
         if top[-1] != 1:
@@ -106,8 +109,9 @@ class DLRM(nn.Module):
         top_in = self.interaction.out_features + (embedding_dim if num_dense else 0)
         self.top = mlp([top_in, *top], last_activation=False)
 
-    def forward(self, dense: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """dense (B, num_dense), emb (B, T, D) -> logits (B,)."""
+    def forward(self, dense: torch.Tensor, emb: torch.Tensor | JaggedRows) -> torch.Tensor:
+        """dense (B, num_dense), emb (B, T, D) or multi-hot rows (pooled here) -> logits (B,)."""
+        emb = pool(emb, self.pooling)  # (B, T, D)
         if self.bottom is not None:
             x = self.bottom(dense)  # (B, D)
             feats = torch.cat([x.unsqueeze(1), emb], dim=1)  # (B, T+1, D)

@@ -15,6 +15,7 @@ import torch
 
 from hotpipe.config import CacheConfig, ModelConfig, OptimConfig
 from hotpipe.data.layout import TableLayout
+from hotpipe.errors import ConfigError
 from hotpipe.model.base import RecModel
 from hotpipe.model.dlrm import DLRM
 from hotpipe.model.sparse_optim import RowOptimizer, make_row_optimizer
@@ -53,16 +54,25 @@ def build_model(m: ModelConfig, *, num_dense: int, num_tables: int) -> RecModel:
         model: RecModel = DCN(
             num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
             bottom=list(m.bottom), cross_layers=m.cross_layers, cross_rank=m.cross_rank,
-            structure=m.dcn_structure, deep=list(m.deep), top=list(m.top))
+            structure=m.dcn_structure, deep=list(m.deep), top=list(m.top), pooling=m.pooling)
     elif m.arch == "adrec":
         from hotpipe.model.adrec import AdRec
 
         model = AdRec(num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
                       bottom=list(m.bottom), heads=m.heads, attn_layers=m.attn_layers,
-                      ffn_mult=m.ffn_mult, top=list(m.top))
+                      ffn_mult=m.ffn_mult, top=list(m.top), pooling=m.pooling)
+    elif m.arch == "tbsm":
+        from hotpipe.model.tbsm import TBSM
+
+        for key, t in (("model.history_table", m.history_table), ("model.target_table", m.target_table)):
+            if t >= num_tables:
+                raise ConfigError(key, f"expected a table index in 0..{num_tables - 1}, found {t}")
+        model = TBSM(num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
+                     bottom=list(m.bottom), top=list(m.top), history_table=m.history_table,
+                     target_table=m.target_table, history_len=m.history_len, pooling=m.pooling)
     else:
         model = DLRM(num_dense=num_dense, num_tables=num_tables, embedding_dim=m.embedding_dim,
-                     bottom=list(m.bottom), top=list(m.top))
+                     bottom=list(m.bottom), top=list(m.top), pooling=m.pooling)
     return model
 
 

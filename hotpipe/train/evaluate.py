@@ -7,8 +7,9 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from hotpipe.data.loader import BatchLoader
+from hotpipe.model.bags import model_input
 from hotpipe.model.base import RecModel
-from hotpipe.train.feed import Feed
+from hotpipe.train.feed import Feed, global_slots
 
 
 @torch.no_grad()
@@ -23,9 +24,8 @@ def evaluate(model: RecModel, feed: Feed, loader: BatchLoader, offsets: torch.Te
     model.eval()
     probs, labels = [], []
     for batch in loader:
-        assert isinstance(batch.sparse, torch.Tensor)
-        emb = feed.read_rows(batch.sparse + offsets)
-        probs.append(torch.sigmoid(model(batch.dense, emb)).numpy())
+        emb = feed.read_rows(global_slots(batch, offsets))  # (B, T, D); multi-hot (1, L, D)
+        probs.append(torch.sigmoid(model(batch.dense, model_input(emb, batch.sparse))).numpy())
         labels.append(batch.labels.numpy())
     model.train()
     p = np.concatenate(probs).astype(np.float64)

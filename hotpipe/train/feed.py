@@ -27,7 +27,9 @@ from hotpipe.storage.tiered import MoveCounts
 class StepInput:
     step: int
     batch: Batch
-    slots: torch.Tensor  # (B, T) int64 slots in the feed's SlotStore
+    # (B, T) int64 slots in the feed's SlotStore; for a multi-hot batch (1, L):
+    # the slot of each id of ``batch.sparse.values`` (model/bags.py)
+    slots: torch.Tensor
 
 
 @dataclass
@@ -68,6 +70,13 @@ class Feed(Protocol):
     def close(self) -> None: ...
 
 
+def global_slots(batch: Batch, table_offsets: torch.Tensor) -> torch.Tensor:
+    """Global rows of a batch's lookups: (B, T) one-hot; (1, L) multi-hot, one per id."""
+    if isinstance(batch.sparse, torch.Tensor):
+        return batch.sparse + table_offsets
+    return batch.sparse.global_rows(table_offsets).view(1, -1)
+
+
 class DirectFeed:
     """Every row resident: the untiered reference.
 
@@ -88,8 +97,7 @@ class DirectFeed:
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Iterator[StepInput]:
         for k in range(start, stop):
             batch = loader.batch(k)
-            assert isinstance(batch.sparse, torch.Tensor)
-            yield StepInput(k, batch, batch.sparse + self.offsets)
+            yield StepInput(k, batch, global_slots(batch, self.offsets))
 
     def step_done(self, step: int) -> None:
         pass

@@ -29,7 +29,7 @@ from hotpipe.data.loader import BatchLoader
 from hotpipe.errors import ConfigError
 from hotpipe.storage.backing import FileBacking
 from hotpipe.storage.slots import RowSource, SlotStore
-from hotpipe.train.feed import FeedStats, StepInput
+from hotpipe.train.feed import FeedStats, StepInput, global_slots
 
 
 class MappedFeed:
@@ -65,12 +65,13 @@ class MappedFeed:
         self.store = SlotStore(weights=table[:, :dim], state=table[:, dim:],
                                dirty=torch.zeros(table.shape[0], dtype=torch.bool))
         self.stats = FeedStats()
+        self._zero = torch.zeros(1, dtype=torch.int64)  # the one table starts at row 0
 
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Iterator[StepInput]:
         for k in range(start, stop):
             batch = loader.batch(k)
-            assert isinstance(batch.sparse, torch.Tensor)  # columnar batches are one-hot
-            yield StepInput(k, batch, batch.sparse)  # one table: local id = global row = slot
+            # one table: local id = global row = slot (a multi-hot batch: one per id, (1, L))
+            yield StepInput(k, batch, global_slots(batch, self._zero))
 
     def step_done(self, step: int) -> None:
         pass
