@@ -141,9 +141,11 @@ def kjt_to_sparse(kjt: Any, layout: TableLayout, *, by: KeyMatch = "name",
     t = layout.num_tables
     if values.numel() == k * b and bool((lengths == 1).all()):
         sparse = values.reshape(k, b).index_select(0, perm).t().contiguous()  # (B, T)
-        if validate:
-            table = torch.arange(t).repeat(b)  # sparse.reshape(-1) is sample-major
-            _check_ids(sparse.reshape(-1), table, layout, keys, order)
+        if validate and b:
+            # Per-column bounds first (two reductions); the per-id pass only names the culprit.
+            card = torch.tensor(layout.cardinalities, dtype=torch.int64)
+            if bool((sparse.amin(0) < 0).any() or (sparse.amax(0) >= card).any()):
+                _check_ids(sparse.reshape(-1), torch.arange(t).repeat(b), layout, keys, order)
         return sparse
     per_key = lengths.sum(dim=1)  # (K,) ids of each key
     key_start = torch.cumsum(per_key, 0) - per_key  # (K,) where each key's ids begin
