@@ -11,20 +11,26 @@ synthetic data, and fitted with non-negative least squares:
 - planner: :class:`~hotpipe.plan.Planner` per step, per policy, against
   lookups and misses;
 - overlap: the training step body alone, a real mover loop (plan + apply +
-  read) alone, and both at once -> each one's speed while sharing the machine.
-
-The link between ranks is not measured (there is no distributed runtime
-yet); it keeps :class:`~hotpipe.placement.hardware.Link`'s assumed default.
+  read) alone, and both at once -> each one's speed while sharing the machine;
+- link: two ranks on this machine's loopback (gloo, the distributed
+  runtime's backend on CPU) time ``all_to_all_single`` and ``all_reduce``
+  at several sizes -> latency + bytes per second of each;
+- route: the tensor work every rank of the distributed runtime does to
+  work out every peer's routes (``distributed/exchange.py``'s ``route``:
+  the same torch calls, timed here without a process group) against ranks
+  and global lookups.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +45,15 @@ from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
 from hotpipe.placement.costmodel import model_key, profiled_lookups
 from hotpipe.placement.fit import nonneg_lstsq
-from hotpipe.placement.hardware import ComputeFit, Hardware, Link, Overlap, PlannerFit, TierRates
+from hotpipe.placement.hardware import (
+    ComputeFit,
+    Hardware,
+    Link,
+    Overlap,
+    PlannerFit,
+    RouteFit,
+    TierRates,
+)
 from hotpipe.plan.planner import Planner
 from hotpipe.plan.policies import make_policy
 from hotpipe.plan.types import StepPlan
@@ -66,6 +80,9 @@ class CalibrationSpec:
         policies, tiers: which planner policies and backing tiers to time.
         workdir: where temporary datasets and table files go.
         seed: data and id choices.
+        overlap: measure compute/mover contention.
+        link: measure the collectives between two local ranks (gloo).
+        route: measure the distributed runtime's per-step routing work.
     """
 
     run: RunConfig
@@ -78,6 +95,9 @@ class CalibrationSpec:
     tiers: tuple[str, ...] = TIERS
     workdir: str | None = None
     seed: int = 0
+    overlap: bool = True
+    link: bool = True
+    route: bool = True
 
 
 def _loadavg() -> list[float]:
@@ -88,10 +108,10 @@ def _loadavg() -> list[float]:
 
 
 def make_calibration_data(path: Path, *, rows: int, tables: int, rows_per_table: int, num_dense: int,
-                          seed: int) -> Path:
-    """Zipf(1.05) ids scattered over each table, random dense features and labels."""
+                          seed: int, zipf: float = 1.05) -> Path:
+    """Zipf(``zipf``) ids scattered over each table, random dense features and labels."""
     rng = np.random.default_rng(seed)
-    sampler = ZipfSampler(rows_per_table, 1.05)
+    sampler = ZipfSampler(rows_per_table, zipf)
     perm = [rng.permutation(rows_per_table) for _ in range(tables)]
     sparse = np.stack([perm[t][sampler.sample(rng.random(rows))] for t in range(tables)], axis=1)
     with ColumnarWriter(path, tables=[TableSpec(f"C{t + 1}", rows_per_table) for t in range(tables)],
@@ -358,6 +378,148 @@ def measure_overlap(spec: CalibrationSpec, data: Path) -> Overlap:
                    mover_rate=float(min(1.0, np.median(m_rates))))
 
 
+# ----------------------------------------------------------------------- link
+
+#: Bytes one rank sends per collective in the link measurement (0: latency alone).
+LINK_SIZES = (0, 1 << 14, 1 << 17, 1 << 20, 1 << 22)
+
+
+def _link_rank(rank: int, world: int, port: int, repeats: int, out: str) -> None:
+    """One rank of the link measurement: time each collective at each size (median)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    store = dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timedelta(seconds=60))
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    a2a, ar = [], []
+    try:
+        for size in LINK_SIZES:
+            n = size // 4  # floats this rank sends in all
+            send = torch.ones(n)  # (n,), one equal block per peer (its own block is not traffic)
+            recv = torch.empty(n)
+            times_a, times_r = [], []
+            for _ in range(repeats + 1):  # the first call of a size warms buffers up
+                dist.barrier()
+                t0 = time.perf_counter()
+                dist.all_to_all_single(recv, send)
+                times_a.append(time.perf_counter() - t0)
+                dist.barrier()
+                t0 = time.perf_counter()
+                dist.all_reduce(send)
+                times_r.append(time.perf_counter() - t0)
+            a2a.append(float(np.median(times_a[1:])))
+            ar.append(float(np.median(times_r[1:])))
+    finally:
+        dist.destroy_process_group()
+    Path(out).write_bytes(pickle.dumps({"a2a": a2a, "allreduce": ar}))
+
+
+def measure_link(spec: CalibrationSpec, *, world: int = 2) -> Link:
+    """Latency and bandwidth of gloo's all_to_all and all_reduce between ``world`` local ranks.
+
+    Ranks are forked from a fork server that imports torch first (as
+    ``distributed/spawn.py`` starts ranks): a process that has already run
+    torch ops must not be forked, and a fresh interpreter per rank takes
+    seconds to import torch on a loaded machine. The fit is per byte a rank
+    sends to its peers: ``(W-1)/W`` of its buffer in an all-to-all.
+    """
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False,
+                          timeout=timedelta(seconds=60))
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "hotpipe.placement.calibrate"])
+    with tempfile.TemporaryDirectory(dir=spec.workdir, prefix="hotpipe-link-") as tmp:
+        outs = [str(Path(tmp) / f"rank{r}.pkl") for r in range(world)]
+        procs = [ctx.Process(target=_link_rank, args=(r, world, store.port, max(5, 5 * spec.repeats),
+                                                      outs[r])) for r in range(world)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        if any(p.exitcode != 0 for p in procs) or not all(Path(o).exists() for o in outs):
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+            raise RuntimeError(f"link measurement failed: rank exit codes {[p.exitcode for p in procs]}")
+        res = [pickle.loads(Path(o).read_bytes()) for o in outs]
+    # The collective ends when the slowest rank's does: the slower rank's time.
+    a2a = np.max([r["a2a"] for r in res], axis=0)
+    ar = np.max([r["allreduce"] for r in res], axis=0)
+    sizes = np.asarray(LINK_SIZES, dtype=np.float64)
+    sent = sizes * (world - 1) / world
+    ca = nonneg_lstsq(np.stack([np.full(len(sizes), world - 1.0), sent], axis=1), a2a)
+    ring = 2.0 * (world - 1)
+    cr = nonneg_lstsq(np.stack([np.full(len(sizes), ring), ring / world * sizes], axis=1), ar)
+
+    def rate(per_byte: float) -> float:
+        return 1.0 / per_byte if per_byte > 0 else 1e12  # no measurable cost per byte
+
+    return Link(bytes_per_s=rate(float(ca[1])), latency_s=float(ca[0]), measured=True,
+                allreduce_bytes_per_s=rate(float(cr[1])), allreduce_latency_s=float(cr[0]),
+                how=f"gloo, {world} ranks on this machine's loopback, 1 thread each")
+
+
+# ---------------------------------------------------------------------- route
+
+
+def route_work(needs: list[torch.Tensor], rank: int, hot: torch.Tensor | None) -> int:
+    """The tensor work of ``RowExchange.route`` for one rank (``distributed/exchange.py``):
+    every peer's distinct ids, which of them this rank owns, then its own
+    ids' inverse index grouped by owner. Returns the rows it would serve.
+
+    A mirror for timing only (placement may not import the runtime); the
+    calibration times the same torch calls on the same sizes.
+    """
+    w = len(needs)
+    served = 0
+    for ids in needs:
+        u = torch.unique(ids.reshape(-1))
+        if hot is not None:
+            u = u[~torch.isin(u, hot)]
+        mine = u[u.remainder(w) == rank]
+        served += len(mine.div(w, rounding_mode="floor"))
+    u, inv = torch.unique(needs[rank].reshape(-1), return_inverse=True)
+    is_hot = torch.isin(u, hot) if hot is not None else torch.zeros(len(u), dtype=torch.bool)
+    own = u[~is_hot].remainder(w)
+    order = torch.cat([torch.nonzero(~is_hot).squeeze(1)[torch.argsort(own, stable=True)],
+                       torch.nonzero(is_hot).squeeze(1)])
+    pos = torch.empty_like(order)
+    pos[order] = torch.arange(len(order))
+    pos[inv]  # noqa: B018 - the inverse the exchange keeps
+    torch.bincount(own, minlength=w)
+    return served
+
+
+def measure_route(spec: CalibrationSpec, data: Path) -> RouteFit:
+    """Fit :func:`route_work` time against ranks and global lookups (real ids of ``data``;
+    the form is :class:`~hotpipe.placement.hardware.RouteFit`'s)."""
+    ds = ColumnarDataset.open(data)
+    offsets = torch.from_numpy(TableLayout.of(ds).offsets.copy())
+    b = spec.run.data.batch_size
+    xs, ys = [], []
+    for _ in range(spec.repeats):
+        for batch in (b, 2 * b):
+            for w in (2, 4, 8):
+                big = max(w, batch - batch % w)
+                times = []
+                for lo in range(0, min(4 * big, ds.rows - big + 1), big):
+                    gids = torch.from_numpy(np.asarray(ds.sparse[lo:lo + big], dtype=np.int64)) + offsets
+                    per = big // w  # (B, T) global ids, B/W samples a rank
+                    needs = [gids[s * per:(s + 1) * per] for s in range(w)]
+                    t0 = time.perf_counter()
+                    route_work(needs, 0, None)
+                    times.append(time.perf_counter() - t0)
+                if times:
+                    xs.append([1.0, w, RouteFit.sort_units(w, big * ds.num_tables)])
+                    ys.append(float(np.median(times)))
+    c = nonneg_lstsq(np.array(xs), np.array(ys))
+    return RouteFit(per_step_s=float(c[0]), per_rank_s=float(c[1]), per_lookup_s=float(c[2]),
+                    measured=True)
+
+
 # ---------------------------------------------------------------------- all
 
 
@@ -368,8 +530,14 @@ def calibrate(spec: CalibrationSpec, *, log: Callable[[str], None] = lambda s: N
         spec: the run to calibrate for and how hard to measure.
         log: progress messages (the CLI prints them).
     """
-    if spec.run.train.threads:
-        torch.set_num_threads(spec.run.train.threads)
+    from hotpipe.train.run import torch_threads
+
+    # train.threads is a setting of the measurement, not of the calling process.
+    with torch_threads(spec.run.train.threads):
+        return _calibrate(spec, log)
+
+
+def _calibrate(spec: CalibrationSpec, log: Callable[[str], None]) -> Hardware:
     load_before = _loadavg()
     with tempfile.TemporaryDirectory(dir=spec.workdir, prefix="hotpipe-calibrate-") as tmp:
         work = Path(tmp)
@@ -389,11 +557,21 @@ def calibrate(spec: CalibrationSpec, *, log: Callable[[str], None] = lambda s: N
         for policy in spec.policies:
             log(f"planner {policy}: time per step vs lookups / misses")
             planner[policy] = measure_planner(policy, data, spec)
-        log("overlap: compute and mover alone and together")
-        overlap = measure_overlap(spec, data)
+        overlap = Overlap()
+        if spec.overlap:
+            log("overlap: compute and mover alone and together")
+            overlap = measure_overlap(spec, data)
+        link = Link()
+        if spec.link:
+            log("link: gloo all_to_all / all_reduce between 2 local ranks")
+            link = measure_link(spec)
+        route = RouteFit()
+        if spec.route:
+            log("route: the distributed step's routing work vs ranks and lookups")
+            route = measure_route(spec, data)
     machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "loadavg_before": load_before, "loadavg_after": _loadavg(),
                "seconds": time.perf_counter() - t0, "torch": torch.__version__,
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     return Hardware(compute=compute, tiers=tiers, planner=planner, batch_read_per_sample_s=read,
-                    overlap=overlap, link=Link(), machine=machine)
+                    overlap=overlap, link=link, route=route, machine=machine)

@@ -11,7 +11,9 @@ by hand in the same JSON for a machine that cannot be measured here::
       "planner":  {"lookahead": {"per_step_s": .., "per_lookup_s": .., "per_miss_s": ..}, ...},
       "batch_read_per_sample_s": ..,
       "overlap":  {"compute_rate": .., "mover_rate": ..},
-      "link":     {"bytes_per_s": .., "latency_s": .., "measured": false},
+      "link":     {"bytes_per_s": .., "latency_s": .., "allreduce_bytes_per_s": ..,
+                   "allreduce_latency_s": .., "measured": true, "how": ".."},
+      "route":    {"per_step_s": .., "per_rank_s": .., "per_lookup_s": .., "measured": true},
       "machine":  {...}
     }
 """
@@ -96,11 +98,62 @@ class Overlap:
 
 @dataclass(frozen=True)
 class Link:
-    """Bandwidth between ranks (all-to-all, all-reduce); unmeasured by default."""
+    """Collectives between ranks, as the distributed runtime calls them.
+
+    ``hotpipe calibrate`` measures gloo on this machine's loopback with two
+    ranks (``measured``, ``how`` say so); a hand-written file can describe a
+    cluster's network instead. Costs, for W ranks::
+
+        all_to_all  (W - 1) * latency_s + bytes / bytes_per_s
+                    bytes: the most one rank sends or receives
+        all_reduce  2 (W - 1) * allreduce_latency_s
+                    + 2 (W - 1) / W * payload / allreduce_bytes_per_s   (a ring)
+
+    ``allreduce_*`` of 0 take the all-to-all's values.
+    """
 
     bytes_per_s: float = 10e9
     latency_s: float = 20e-6
     measured: bool = False
+    allreduce_bytes_per_s: float = 0.0
+    allreduce_latency_s: float = 0.0
+    how: str = "assumed"
+
+    def all_to_all_s(self, world_size: int, nbytes: Any) -> Any:
+        return (world_size - 1) * self.latency_s + nbytes / self.bytes_per_s
+
+    def all_reduce_s(self, world_size: int, payload: Any) -> Any:
+        lat = self.allreduce_latency_s or self.latency_s
+        bw = self.allreduce_bytes_per_s or self.bytes_per_s
+        w = world_size
+        return 2 * (w - 1) * lat + 2 * (w - 1) / w * payload / bw
+
+
+@dataclass(frozen=True)
+class RouteFit:
+    """CPU work a distributed step adds on every rank, beyond one process's step at B/W.
+
+    Every rank reads the whole global batch and works out every peer's routes
+    (``distributed/exchange.py``'s ``route``: W sorts of ``L / W`` ids, L = B * T
+    lookups of the global batch), so this grows with the *global* batch, like
+    sorting it in W pieces::
+
+        per_step_s + per_rank_s * W + per_lookup_s * L * log2(max(2, L / W))
+    """
+
+    per_step_s: float = 0.0
+    per_rank_s: float = 0.0
+    per_lookup_s: float = 0.0
+    measured: bool = False
+
+    @staticmethod
+    def sort_units(world_size: int, lookups: Any) -> Any:
+        """``L * log2(L / W)``: the work of sorting L ids in W pieces."""
+        return lookups * np.log2(np.maximum(2.0, np.asarray(lookups, dtype=np.float64) / world_size))
+
+    def route_s(self, world_size: int, lookups: Any) -> Any:
+        return (self.per_step_s + self.per_rank_s * world_size
+                + self.per_lookup_s * self.sort_units(world_size, lookups))
 
 
 @dataclass(frozen=True)
@@ -113,6 +166,7 @@ class Hardware:
     batch_read_per_sample_s: float = 0.0
     overlap: Overlap = field(default_factory=Overlap)
     link: Link = field(default_factory=Link)
+    route: RouteFit = field(default_factory=RouteFit)
     machine: dict[str, Any] = field(default_factory=dict)
 
     def tier(self, name: str) -> TierRates:
@@ -159,6 +213,7 @@ class Hardware:
                 batch_read_per_sample_s=float(d.get("batch_read_per_sample_s", 0.0)),
                 overlap=Overlap(**d.get("overlap", {})),
                 link=Link(**d.get("link", {})),
+                route=RouteFit(**d.get("route", {})),
                 machine=dict(d.get("machine", {})),
             )
         except (KeyError, TypeError, AttributeError) as e:

@@ -1,32 +1,47 @@
-"""Several ranks: row-wise partitioned tables plus replicated hot rows (modelled only).
+"""Several ranks: what ``hotpipe.distributed`` moves and how fast it trains, predicted.
 
-NOT VALIDATED: hotpipe has no distributed runtime yet, so nothing here has
-been compared with a measurement; the link rate is an assumed default unless
-the hardware file says otherwise. It is the shape of the estimate that is
-meant to be useful (which term dominates, how replication trades memory for
-traffic), not its absolute value.
+The layout is the runtime's (``distributed/sharding.py``, ``replicas.py``):
+row ``g`` lives on rank ``g % W``; the replicated rows (the hottest, plus
+every row of a table with fewer rows than ranks) live on every rank; the
+MLPs are data-parallel, each rank trains ``b = B / W`` samples of every
+global batch.
 
-The layout (BagPipe's logically replicated, physically partitioned cache;
-DLRM's model-parallel tables with data-parallel MLPs)::
+**Rows and bytes** are counted, not estimated:
+:func:`~hotpipe.placement.exchange_model.count_exchange` counts exactly the
+rows the runtime's exchange sends (each rank's distinct remote rows forward,
+their coalesced gradients back), the replica all-reduce and the dense
+all-reduce, rank by rank; a test runs the runtime and compares with its
+``metrics.json`` number for number.
 
-    row r (not replicated) lives on rank r % R; the R-way split is the
-        global batch's B/R samples per rank for the MLPs
-    the `replicated` hottest rows live on every rank, pinned in its fast tier
+**Time** per global step (the runtime overlaps nothing yet: every collective
+waits; every rank does the same work, the slowest sets the pace)::
 
-Per step and rank:
+    cpu      = compute(b)                       one process's untiered step at b
+             + batch_read * (B - b)             every rank reads the whole batch
+             + route(W, B * T)                  every rank works out every peer's routes
+    link     = 2 * all_to_all(W, max_r rows_r * D * 4)     rows out, gradients back
+             + all_reduce(W, touched * D * 4)              replicas (when touched)
+             + all_reduce(W, (P + 1) * 4)                  MLP gradients and the loss
+    step     = cpu * share + link
+    share    = max(1, ranks_per_host * threads / cpus)     ranks sharing one machine's cores
 
-- movement: rank 0's own trace — its owned, non-replicated ids of the whole
-  global batch — planned by the real planner in ``capacity - replicated`` slots;
-- compute: ``compute(B / R)``;
-- exchange (blocking, not overlapped): pooled embeddings of non-replicated
-  lookups owned elsewhere out and their gradients back (all-to-all), the
-  gradients of replicated rows touched in the step and the MLP gradients
-  (ring all-reduce, ``2 (R-1)/R`` of the bytes each).
+``compute``, ``batch_read``, ``route`` and the link come from ``hotpipe
+calibrate`` (:mod:`~hotpipe.placement.calibrate`); the link is gloo over
+this machine's loopback unless the hardware file says otherwise. Validated
+against the runtime by ``benchmarks/validate_ranks.py`` (2 and 4 ranks on
+this machine; figures and errors in BENCHMARKS.md).
+
+Tiered ranks (``cache.policy`` other than ``none``, each rank's owned rows
+behind a planned cache) add the planner's movement for rank 0's served rows,
+replayed through the tiered pipeline; that part is not validated yet and
+the prediction says so (``validated=False``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,95 +54,207 @@ from hotpipe.placement.costmodel import (
     memory_per_tier,
     profiled_lookups,
 )
+from hotpipe.placement.exchange_model import (
+    ExchangeCount,
+    count_exchange,
+    hottest_rows,
+    replicated_set,
+)
 from hotpipe.placement.hardware import Hardware
 from hotpipe.placement.pipeline import replay_pipeline
 from hotpipe.plan.movement import trace_movement
-from hotpipe.storage.slots import FLOAT_BYTES
+
+__all__ = ["RankPrediction", "RankTimes", "hottest_rows", "predict_ranks", "rank_times"]
 
 
-def hottest_rows(steps: Iterable[np.ndarray], num_rows: int, k: int) -> np.ndarray:
-    """The ``k`` most looked-up rows of ``steps``: (k,) int64 ascending."""
-    counts = np.zeros(num_rows, dtype=np.int64)
-    for ids in steps:
-        counts += np.bincount(np.asarray(ids).ravel(), minlength=num_rows)
-    if k <= 0:
-        return np.empty(0, dtype=np.int64)
-    return np.sort(np.argsort(-counts, kind="stable")[:k]).astype(np.int64)
+@dataclass
+class RankTimes:
+    """Seconds per global step of each term (S,) and what bounds the step.
+
+    Attributes:
+        compute: one rank's model step at b (MLPs, lookups, row updates).
+        read: reading the rest of the global batch.
+        route: working out every peer's routes.
+        link: all collectives (row and gradient all-to-alls, all-reduces).
+        share: CPU slowdown from ranks sharing cores (1: none).
+        step: the whole step.
+    """
+
+    compute: np.ndarray
+    read: np.ndarray
+    route: np.ndarray
+    link: np.ndarray
+    share: float
+    step: np.ndarray
+
+    def limit(self) -> str:
+        """The term that takes most of the step: ``compute``, ``route`` (CPU) or ``link``."""
+        parts = {"compute": float(np.sum(self.compute + self.read)) * self.share,
+                 "route": float(np.sum(self.route)) * self.share, "link": float(np.sum(self.link))}
+        return max(parts, key=lambda k: parts[k])
+
+    def means_ms(self) -> dict[str, float]:
+        return {k: float(np.mean(getattr(self, k))) * 1e3 if self.step.size else 0.0
+                for k in ("compute", "read", "route", "link", "step")}
 
 
-class _RankTrace:
-    """Rank 0's share of each global step: its owned, non-replicated ids (1-D)."""
+@dataclass
+class RankPrediction(Prediction):
+    """A multi-rank prediction: :class:`Prediction` plus what crosses the link.
 
-    def __init__(self, steps: Iterable[np.ndarray], ranks: int, hot: np.ndarray) -> None:
-        self.steps, self.ranks, self.hot = steps, ranks, hot
-        self.cold_share: list[float] = []  # per step: lookups of non-replicated rows / all
-        self.hot_unique: list[int] = []  # per step: distinct replicated rows touched
+    Attributes:
+        exchange: totals under ``metrics.json``'s ``dist`` names (rows_sent,
+            bytes_sent, ...) and ``per_rank`` (the runtime's ExchangeStats names).
+        bytes_per_sample: bytes sent over all ranks per trained sample (rows
+            and gradients; the all-reduces apart, in ``allreduce_bytes_per_step``).
+        allreduce_bytes_per_step: payload each rank hands to all-reduces per step.
+        times_ms: mean milliseconds per step of each term (:class:`RankTimes`).
+        limit: what bounds the step (``compute``, ``route``, ``link``), or
+            ``memory`` when a rank's rows do not fit ``memory_budget``.
+        memory_per_rank: bytes of rows (and optimizer state) a rank holds.
+        replicated_rows: rows on every rank (hot rows and small tables).
+    """
+
+    exchange: dict[str, Any] = field(default_factory=dict)
+    bytes_per_sample: float = 0.0
+    allreduce_bytes_per_step: float = 0.0
+    times_ms: dict[str, float] = field(default_factory=dict)
+    limit: str = ""
+    memory_per_rank: int = 0
+    replicated_rows: int = 0
+
+
+def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
+               ranks_per_host: int | None = None) -> RankTimes:
+    """Per-step seconds of each term of the module docstring's model.
+
+    Args:
+        count: the exchange of the steps (:func:`count_exchange`).
+        work: what is trained (``model.tables``: T; ``model.threads``: threads a rank).
+        hw: the machine.
+        ranks_per_host: ranks sharing one machine like ``hw``'s (default: all
+            W, as on one machine; 1 models a cluster of such machines).
+    """
+    w = count.world_size
+    big_b = count.samples.astype(np.float64)  # (S,)
+    b = big_b / w
+    # Lookups of the whole global batch: every rank routes all of them (count.lookups is per rank).
+    lookups = count.lookups.sum(axis=1).astype(np.float64)  # (S,) = B * T
+    compute = hw.compute.per_step_s + hw.compute.per_sample_s * b
+    read = hw.batch_read_per_sample_s * (big_b - b)
+    route = np.asarray(hw.route.route_s(w, lookups), dtype=np.float64) * np.ones_like(big_b)
+    link = np.zeros_like(big_b)
+    if w > 1:
+        row = count.row_bytes
+        # The slowest rank of each all-to-all: the most rows one rank sends or receives.
+        busiest = np.maximum(count.forward_sent, count.forward_recv).max(axis=1) * row  # (S,)
+        link = 2 * hw.link.all_to_all_s(w, busiest)
+        link = link + np.where(count.touched > 0, hw.link.all_reduce_s(w, count.replica_allreduce_bytes()), 0.0)
+        link = link + hw.link.all_reduce_s(w, count.dense_allreduce_bytes())
+    threads = int(work.model.get("threads") or hw.machine.get("torch_threads") or 1)
+    cpus = int(hw.machine.get("cpus") or 1)
+    per_host = w if ranks_per_host is None else ranks_per_host
+    share = max(1.0, per_host * threads / cpus)
+    step = (compute + read + route) * share + link
+    return RankTimes(compute, read, route, link, share, step)
+
+
+class _ServedTrace:
+    """Rank 0's served rows of each global step (its owned, non-replicated ids), 1-D."""
+
+    def __init__(self, steps: Iterable[np.ndarray], ranks: int, replicated: np.ndarray) -> None:
+        self.steps, self.ranks, self.replicated = steps, ranks, replicated
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for ids in self.steps:
             flat = np.asarray(ids, dtype=np.int64).ravel()
-            is_hot = np.isin(flat, self.hot, assume_unique=False)
-            self.cold_share.append(1.0 - float(is_hot.mean()) if flat.size else 0.0)
-            self.hot_unique.append(int(np.unique(flat[is_hot]).shape[0]))
-            cold = flat[~is_hot]
+            cold = flat[~np.isin(flat, self.replicated)]
             yield cold[cold % self.ranks == 0]
 
 
 def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw: Hardware,
-                  hot: np.ndarray) -> Prediction:
-    """Predict a multi-rank configuration (unvalidated; see the module docstring).
+                  hot: np.ndarray, *, cardinalities: Sequence[int] | None = None,
+                  ranks_per_host: int | None = None, memory_budget: int | None = None,
+                  count: ExchangeCount | None = None) -> RankPrediction:
+    """Predict a multi-rank configuration (see the module docstring).
 
     Args:
-        c: the configuration; ``c.ranks > 1``, ``c.replicated == hot.shape[0]``.
+        c: the configuration; ``c.ranks > 1``; ``policy="none"``: each rank's
+            rows resident (validated), otherwise tiered (movement unvalidated).
         steps: the global steps' ids, (B, T) int64 each (re-iterable).
         work: what is trained (``batch_size`` is the global batch).
-        hw: the machine (its link rates are used as given).
-        hot: the replicated rows, from :func:`hottest_rows`.
+        hw: the machine.
+        hot: the hottest rows replicated on every rank (:func:`hottest_rows`).
+        cardinalities: the tables' rows; tables with fewer rows than ranks are
+            replicated too, as the runtime does (None: no such rule applied).
+        ranks_per_host: ranks sharing one machine's cores (see :func:`rank_times`).
+        memory_budget: bytes a rank may hold; more makes ``limit="memory"``.
+        count: the exchange, when already counted for these steps and ranks.
+
+    Raises:
+        ConfigError: fewer than 2 ranks; a compute measurement of another model;
+            a tiered candidate with no slot left beside its replicas.
     """
     if c.ranks < 2:
         raise ConfigError("ranks", f"expected >= 2 ranks, found {c.ranks}")
-    if c.policy == "none":
-        raise ConfigError("policy", "a multi-rank estimate needs a tiered policy")
-    if c.replicated >= c.capacity:
+    if c.policy != "none" and c.replicated >= c.capacity:
         raise ConfigError("replicated", f"{c.replicated} replicated rows leave no slot of {c.capacity}")
     check_model(hw, work)
-    r = c.ranks
-    rank_trace = _RankTrace(steps, r, hot)
-    tr = trace_movement(rank_trace, num_rows=work.num_rows, capacity=c.capacity - c.replicated,
-                        window=c.window, depth=c.depth, policy=c.policy)
-    b = tr.batch_sizes.astype(np.float64)  # rank 0's lookups per step (1-D trace: a count)
-    local_batch = work.batch_size / r
-    tables = int(work.model.get("tables", 1))
-    cold = np.asarray(rank_trace.cold_share[: tr.steps])
-    hot_u = np.asarray(rank_trace.hot_unique[: tr.steps], dtype=np.float64)
-    ring = 2.0 * (r - 1) / r
-    row = work.dim * FLOAT_BYTES
-    a2a = 2.0 * local_batch * tables * cold * (r - 1) / r * row  # embeddings out + gradients back
-    allreduce = ring * (hot_u * row + work.dense_params * FLOAT_BYTES)
+    w = c.ranks
+    rep = replicated_set(hot, cardinalities, w)
+    if count is None:
+        count = count_exchange(steps, world_size=w, dim=work.dim, replicated=rep,
+                               dense_params=work.dense_params)
+    t = rank_times(count, work, hw, ranks_per_host=ranks_per_host)
+    n_steps = count.steps
+    samples = int(count.samples.sum())
+    notes: list[str] = []
+    hit_rate, fetched, written = 1.0, 0, 0
+    total_s, stall_s, mover_s = float(np.sum(t.step)), 0.0, 0.0
+    validated = c.policy == "none"
+    if not validated:
+        served = _ServedTrace(steps, w, rep)
+        tr = trace_movement(served, num_rows=work.num_rows, capacity=c.capacity - len(rep),
+                            window=c.window, depth=c.depth, policy=c.policy)
+        fit = hw.planner_fit(c.policy)
+        plan = np.asarray(fit.plan_s(tr.batch_sizes.astype(np.float64), tr.misses), dtype=np.float64)
+        if plan.shape[0]:
+            plan[0] += fit.per_profiled_lookup_s * profiled_lookups(c.policy, tr.batch_sizes)
+        move = hw.tier(c.backing).apply_s(tr.fetched, tr.written_back)
+        pt = replay_pipeline(plan, move, t.step[: tr.steps], depth=c.depth, overlap=hw.overlap)
+        tot = tr.totals()
+        hit_rate, fetched, written = (float(tot["hit_rate"]), int(tot["rows_fetched"]),
+                                      int(tot["rows_written_back"]))
+        total_s, stall_s, mover_s = pt.total_s, pt.stall_s, pt.mover_s
+        notes.append("tiered ranks: rank 0's cache movement is modelled, not yet validated "
+                     "against the runtime (unvalidated part)")
+    mem = memory_per_tier(Candidate(c.policy, c.capacity, c.window, c.depth, c.backing, w, len(rep)),
+                          work)
+    per_rank = (-(-work.num_rows // w) + len(rep)) * work.row_bytes
+    limit = t.limit()
+    if memory_budget is not None and (mem["fast"] > memory_budget):
+        limit = "memory"
+        notes.append(f"a rank holds {mem['fast'] / 2**30:.2f} GiB of rows, over the "
+                     f"{memory_budget / 2**30:.2f} GiB budget")
+    tot_x = count.totals()
     link = hw.link
-    comm = (a2a + allreduce) / link.bytes_per_s + 3 * link.latency_s  # 1 all-to-all pair + 1 all-reduce
-    compute = hw.compute.step_s(int(round(local_batch))) - hw.batch_read_per_sample_s * local_batch
-    fit = hw.planner_fit(c.policy)
-    plan = np.asarray(fit.plan_s(b, tr.misses), dtype=np.float64)
-    if plan.shape[0]:
-        plan[0] += fit.per_profiled_lookup_s * profiled_lookups(c.policy, b)
-    move = hw.tier(c.backing).apply_s(tr.fetched, tr.written_back) + hw.batch_read_per_sample_s * local_batch
-    t = replay_pipeline(plan, move, np.full(tr.steps, compute) + comm, depth=c.depth, overlap=hw.overlap)
-    tot = tr.totals()
-    samples = work.batch_size * tr.steps
-    return Prediction(
+    notes.append(f"link {link.bytes_per_s / 1e9:.2f} GB/s, {link.latency_s * 1e6:.0f} us "
+                 f"({link.how if link.measured else 'assumed, not measured'}); "
+                 f"{' + '.join(f'{k} {v:.1f}' for k, v in t.means_ms().items() if k != 'step')} "
+                 f"ms/step; {w if ranks_per_host is None else ranks_per_host} rank(s) per host")
+    return RankPrediction(
         candidate=c,
-        samples_per_s=samples / t.total_s if t.total_s > 0 else 0.0,
-        step_s=t.total_s / max(tr.steps, 1),
-        hit_rate=float(tot["hit_rate"]),
-        rows_fetched=int(tot["rows_fetched"]),
-        rows_written_back=int(tot["rows_written_back"]),
-        bytes_moved=int(tot["rows_fetched"] + tot["rows_written_back"]) * work.row_bytes,
-        memory=memory_per_tier(c, work),
-        compute_s=t.compute_s, mover_s=t.mover_s, stall_s=t.stall_s, total_s=t.total_s,
-        steps=tr.steps,
-        validated=False,
-        notes=[f"unvalidated multi-rank estimate; link {link.bytes_per_s / 1e9:.1f} GB/s "
-               f"({'measured' if link.measured else 'assumed'}); rows moved are rank 0's; "
-               f"exchange {float(np.mean(comm)) * 1e3:.2f} ms/step"],
+        samples_per_s=samples / total_s if total_s > 0 else 0.0,
+        step_s=total_s / max(n_steps, 1),
+        hit_rate=hit_rate, rows_fetched=fetched, rows_written_back=written,
+        bytes_moved=(fetched + written) * work.row_bytes,
+        memory=mem,
+        compute_s=float(np.sum(t.compute + t.read + t.route)) * t.share, mover_s=mover_s,
+        stall_s=stall_s, total_s=total_s, steps=n_steps,
+        validated=validated, notes=notes,
+        exchange={**tot_x, "per_rank": count.per_rank()},
+        bytes_per_sample=float(tot_x["bytes_per_sample"]),
+        allreduce_bytes_per_step=float(count.dense_allreduce_bytes()
+                                       + np.mean(count.replica_allreduce_bytes()) if n_steps else 0.0),
+        times_ms=t.means_ms(), limit=limit, memory_per_rank=per_rank, replicated_rows=len(rep),
     )
