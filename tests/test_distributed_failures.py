@@ -115,10 +115,12 @@ def test_batch_not_a_multiple_of_world_size(tmp_path: Path) -> None:
         build_dist_components(cfg, _ctx(0, 4))
 
 
-def test_world_larger_than_a_table(tmp_path: Path) -> None:
+def test_world_larger_than_a_table_replicates_it(tmp_path: Path) -> None:
     cfg = _cfg(make_dataset(tmp_path / "d", cards=(50, 7, 300, 20)))
-    with pytest.raises(ConfigError, match=r"table C2 has 7 rows, fewer than the 8 ranks"):
-        build_dist_components(cfg, _ctx(0, 8))
+    c = build_dist_components(cfg, _ctx(1, 8))  # C2 (rows 50..56) has 7 rows: rank 1 owns none
+    assert c.rows.replicas is not None
+    assert c.rows.replicas.rows.tolist() == list(range(50, 57))  # all of C2, on every rank
+    assert c.rows.sharding.local_layout().cardinalities[1] == 0
     with pytest.raises(ConfigError, match="rank"):
         RowSharding(TableLayout([10]), world_size=2, rank=2)
 

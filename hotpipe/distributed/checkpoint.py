@@ -9,7 +9,9 @@ ranks — with no converter.
 
 Saving (every rank calls it)::
 
-    each rank   its shard (n_r, D+W) -> RUN/checkpoints/.dist-stage-N/shard-r.npy
+    each rank   flush its tiered store, replicas into its shard, then
+                its shard (n_r, D+W) -> RUN/checkpoints/.dist-stage-N/shard-r.npy
+                (streamed chunk by chunk: a file-backed shard is never loaded whole)
     barrier
     rank 0      save_checkpoint(records = the shards interleaved back into
                 global row order, read chunk by chunk), remove the stage
@@ -23,6 +25,7 @@ bounded by its disk, not its memory.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from hotpipe.config import RunConfig
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.exchange import RowExchange
 from hotpipe.errors import CheckpointError
-from hotpipe.storage.slots import SlotStore
+from hotpipe.storage.slots import RowSource
 from hotpipe.train.checkpoint import load_checkpoint, save_checkpoint
 from hotpipe.train.loop import LoopState
 
@@ -72,11 +75,10 @@ def save_dist_checkpoint(run_dir: str | Path, *, ctx: DistContext, rows: RowExch
         dense: rank 0's model/optimizer/loop state, as ``train/run.py`` saves it.
         dataset: the dataset's fingerprint.
     """
-    rows.write_back()  # replicas into their owners' shards: each shard complete
+    rows.write_back()  # flushed, replicas into their owners' shards: each shard complete
     stage = Path(run_dir) / "checkpoints" / f".dist-stage-{step:08d}"
     stage.mkdir(parents=True, exist_ok=True)
-    st = rows.store
-    np.save(stage / f"shard-{ctx.rank}.npy", torch.cat([st.weights, st.state], dim=1).numpy())
+    _save_rows(stage / f"shard-{ctx.rank}.npy", rows.shard.export())
     ctx.barrier(f"checkpoint {step} (shards written)")
     if ctx.is_main:
         shards = [np.load(stage / f"shard-{r}.npy", mmap_mode="r") for r in range(ctx.world_size)]
@@ -84,6 +86,15 @@ def save_dist_checkpoint(run_dir: str | Path, *, ctx: DistContext, rows: RowExch
         del shards
         shutil.rmtree(stage, ignore_errors=True)
     ctx.barrier(f"checkpoint {step} (published)")
+
+
+def _save_rows(path: Path, src: RowSource) -> None:
+    """(n, D+W) records -> a .npy file, one row chunk at a time."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(src.shape))
+    for i in range(0, src.shape[0], _CHUNK):
+        out[i:i + _CHUNK] = src[i:i + _CHUNK]
+    out.flush()
+    del out
 
 
 def dense_state(model: torch.nn.Module, dense_opt: torch.optim.Optimizer, state: LoopState,
@@ -109,16 +120,24 @@ def load_dist_checkpoint(run_dir: str | Path, *, rows: RowExchange,
     if tuple(records.shape) != want:
         raise CheckpointError(f"checkpoint in {run_dir} holds rows of shape {tuple(records.shape)}; "
                               f"this run's tables need {want} (rows, dim + optimizer state)")
-    _fill(st, records, rows.sharding.owned_rows().numpy())
+    # Before the first step: a tiered shard's cache is empty, so its backing is all of it.
+    _fill(rows.shard.write, records, rows.sharding.owned_rows().numpy())
+    rows.shard.flush()
     if rows.replicas is not None:
-        _fill(rows.replicas.store, records, rows.replicas.rows.numpy())
+        rep = rows.replicas.store
+        d = rep.dim
+
+        def put(slots: torch.Tensor, rec: torch.Tensor) -> None:
+            rep.weights.index_copy_(0, slots, rec[:, :d])
+            rep.state.index_copy_(0, slots, rec[:, d:])
+
+        _fill(put, records, rows.replicas.rows.numpy())
     return dense
 
 
-def _fill(store: SlotStore, records: np.ndarray, global_rows: np.ndarray) -> None:
-    """store slot i <- records[global_rows[i]], a chunk of rows at a time (memory-mapped source)."""
-    d = store.dim
+def _fill(write: Callable[[torch.Tensor, torch.Tensor], None], records: np.ndarray,
+          global_rows: np.ndarray) -> None:
+    """write(slots i.., records[global_rows[i..]]), a chunk of rows at a time (memory-mapped source)."""
     for i in range(0, len(global_rows), _CHUNK):
         rec = torch.from_numpy(np.asarray(records[global_rows[i:i + _CHUNK]], dtype=np.float32))
-        store.weights[i:i + len(rec)].copy_(rec[:, :d])
-        store.state[i:i + len(rec)].copy_(rec[:, d:])
+        write(torch.arange(i, i + len(rec), dtype=torch.int64), rec)

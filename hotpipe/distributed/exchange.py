@@ -23,6 +23,10 @@ sums in rank order, ``(g1+g2) + (g3+g4)`` instead of ``((g1+g2)+g3)+g4``.
 same bits; the lookup gradients themselves differ in the last bits once the
 dense replicas have absorbed a reordered all-reduce.)
 
+Where the owned rows live (``shards.py``): all resident, or tiered behind a
+planned cache; ``route`` turns the local ids a rank serves into the slots the
+step's plan gave them, and the rest of the step reads and updates by slot.
+
 Replicated rows (``replicas.py``) skip the all-to-all: they are read from
 the local copy, and their per-rank partial sums are added by an all-reduce
 over the replicated rows any rank touched (gloo's ring picks the order of
@@ -32,15 +36,17 @@ that sum; all ranks get the same bits).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
 
+from hotpipe.data.loader import BatchLoader
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.replicas import ReplicaSet
 from hotpipe.distributed.sharding import RowSharding
+from hotpipe.distributed.shards import OwnedRows, ShardStep
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.storage.slots import FLOAT_BYTES, SlotStore
 
@@ -77,7 +83,8 @@ class StepRoutes:
             order rows arrive in — then its replicated ones (``rep_ids``).
         inverse: (L,) index into ``uniq`` of each lookup, L = prod(shape).
         recv_counts: W ints, rows arriving from each owner.
-        serve: (S,) local slots of the rows this rank sends, requester by requester.
+        serve: (S,) slots (in the shard's store) of the rows this rank sends,
+            requester by requester; local ids when routed without a slot map.
         send_counts: W ints, rows sent to each requester.
         rep_ids: (Ur,) replicated ids this rank looks up, ascending.
         touched: (Tk,) replicated ids any rank looks up, ascending (all-reduced).
@@ -121,27 +128,42 @@ class RowExchange:
     Args:
         ctx: this rank's process group.
         sharding: who owns which row.
-        store: this rank's rows (``build_shard_store``), slot = ``sharding.local(row)``.
-        embedding: the row optimizer over ``store`` (its ``update_rows`` is used).
+        shard: this rank's rows (``shards.build_owned_rows``): resident or tiered.
+        embedding: the row optimizer over ``shard.store`` (its ``update_rows`` is used).
         replicas: hot rows held by every rank (``replicas.py``), or None.
 
     Example:
-        >>> routes = ex.route([gids[:b], gids[b:]])            # doctest: +SKIP
+        >>> for step in ex.steps(loader, 0, n):                 # doctest: +SKIP
+        ...     routes = ex.route([gids[:b], gids[b:]], step.slots_of)
         >>> emb = ex.fetch(routes).wait().requires_grad_()     # (b, T, D)
         >>> ... loss.backward(); ex.apply(routes, ex.push(routes, emb.grad).wait())
     """
 
-    def __init__(self, *, ctx: DistContext, sharding: RowSharding, store: SlotStore,
+    def __init__(self, *, ctx: DistContext, sharding: RowSharding, shard: OwnedRows,
                  embedding: SparseEmbedding, replicas: ReplicaSet | None = None) -> None:
-        if store.num_slots != sharding.num_owned:
-            raise ValueError(f"rank {ctx.rank} owns {sharding.num_owned} rows, store has "
-                             f"{store.num_slots} slots")
-        self.ctx, self.sharding, self.store, self.embedding = ctx, sharding, store, embedding
+        if embedding.store is not shard.store:
+            raise ValueError("the row optimizer must update the shard's own store")
+        self.ctx, self.sharding, self.shard, self.embedding = ctx, sharding, shard, embedding
+        self.store: SlotStore = shard.store
         self.replicas = replicas if replicas is not None and len(replicas) else None
         self.stats = ExchangeStats()
 
-    def route(self, needs: Sequence[torch.Tensor]) -> StepRoutes:
-        """needs[s]: int64 global ids rank s looks up (any shape); computed alike on all ranks."""
+    def steps(self, loader: BatchLoader, start: int, stop: int) -> Generator[ShardStep, None, None]:
+        """Global steps ``[start, stop)`` with this rank's rows of each step resident."""
+        return self.shard.steps(loader, start, stop)
+
+    def step_done(self, step: int) -> None:
+        """Step ``step`` is updated: a tiered shard may evict its rows now."""
+        self.shard.step_done(step)
+
+    def route(self, needs: Sequence[torch.Tensor],
+              slots_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepRoutes:
+        """needs[s]: int64 global ids rank s looks up (any shape); computed alike on all ranks.
+
+        ``slots_of`` maps the local ids this rank serves to their slots in the
+        store (a step's plan, ``ShardStep.slots_of``); without it ``serve``
+        holds local ids (read them with ``shard.read_weights``).
+        """
         w, r = self.ctx.world_size, self.ctx.rank
         if len(needs) != w:
             raise ValueError(f"route needs one id tensor per rank ({w}), got {len(needs)}")
@@ -155,7 +177,8 @@ class RowExchange:
                 u = u[~hot]
             # Rows s needs from r, ascending: the order s expects them in from r.
             mine = u[self.sharding.owner(u) == r]
-            serve.append(self.sharding.local(mine))
+            local = self.sharding.local(mine)
+            serve.append(slots_of(local) if slots_of is not None else local)
             send_counts.append(len(mine))
         u, inv = torch.unique(needs[r].reshape(-1), return_inverse=True)
         hot = rep.contains(u) if rep is not None else torch.zeros(len(u), dtype=torch.bool)
@@ -181,10 +204,15 @@ class RowExchange:
     def _remote(self, counts: list[int]) -> int:
         return sum(counts) - counts[self.ctx.rank]
 
-    def fetch(self, routes: StepRoutes) -> Handle:
-        """Start sending this rank's rows to their requesters; ``wait()`` -> (*shape, D)."""
+    def fetch(self, routes: StepRoutes, send: torch.Tensor | None = None) -> Handle:
+        """Start sending this rank's rows to their requesters; ``wait()`` -> (*shape, D).
+
+        send: (S, D) the rows to send, aligned with ``routes.serve`` (default:
+        read from the store by slot).
+        """
         d = self.store.dim
-        send = self.store.weights.index_select(0, routes.serve)  # (S, D)
+        if send is None:
+            send = self.store.weights.index_select(0, routes.serve)  # (S, D)
         recv = torch.empty(routes.num_remote, d, dtype=send.dtype)  # (U - Ur, D), uniq order
         with self.ctx.guard("row exchange (forward)"):
             work = dist.all_to_all_single(recv, send, output_split_sizes=routes.recv_counts,
@@ -244,11 +272,19 @@ class RowExchange:
             self.replicas.embedding.update_rows(self.replicas.slots(routes.touched), grads[s:])
 
     def write_back(self) -> None:
-        """Copy the replicas of this rank's rows into its shard (then the shard is complete)."""
+        """Flush the shard and copy the replicas of this rank's rows into it (then the
+        shard is complete: ``shard.export()`` holds every owned row's latest bits)."""
+        self.shard.flush()
         if self.replicas is None:
             return
         mine = self.replicas.rows[self.sharding.owner(self.replicas.rows) == self.ctx.rank]
-        self.replicas.write_back(self.store, mine, self.sharding.local(mine))
+        if len(mine):
+            self.shard.write(self.sharding.local(mine), self.replicas.records(mine))
+            self.shard.flush()
+
+    def close(self) -> None:
+        """Stop the shard's mover and release its table files (safe to call twice)."""
+        self.shard.close()
 
 
 class _All:

@@ -26,7 +26,7 @@ def world_size_from_env() -> int:
 def train_from_env(cfg: RunConfig, run_dir: str | os.PathLike[str], *,
                    timeout: float = DEFAULT_TIMEOUT_S, resume: bool = False,
                    overwrite: bool = False,
-                   replicate: int | np.ndarray = 0,
+                   replicate: int | np.ndarray | None = None,
                    profile_steps: int | None = None) -> dict[str, Any]:
     """Train on the ranks torchrun started; every rank calls this and gets the metrics.
 
@@ -38,11 +38,13 @@ def train_from_env(cfg: RunConfig, run_dir: str | os.PathLike[str], *,
         resume: continue from ``run_dir``'s latest checkpoint (any world size).
         overwrite: replace a run already in ``run_dir``.
         replicate, profile_steps: hot rows on every rank (see
-            :func:`~hotpipe.distributed.run.build_dist_components`).
+            :func:`~hotpipe.distributed.run.build_dist_components`; None:
+            ``dist.replicate`` and ``dist.profile_steps``).
 
     Raises:
-        ConfigError: bad torchrun variables, B % W != 0, W > a table's rows,
-            ranks with different configs or data.
+        ConfigError: bad torchrun variables, B % W != 0, a ``dist.replicate``
+            beyond all rows, ranks with different configs or data.
+        ResourceError: a ``dist.replicate`` budget beyond the machine's memory.
         PeerFailedError: another rank failed or never arrived.
     """
     ctx = init_from_env(timeout=timeout)

@@ -7,7 +7,7 @@ rank knows which from the global batch), and every rank applies the same
 row update to its copy, so the copies never diverge.
 
 The owner's slot of a replicated row (``sharding.py``) is not used while the
-row is replicated; :meth:`ReplicaSet.write_back` copies the replica there
+row is replicated; ``RowExchange.write_back`` copies the replica there
 when a complete shard is needed (final weights, evaluation, checkpoints).
 """
 
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hotpipe._fs import check_memory
+from hotpipe.capacity import Capacity
+from hotpipe.config import DistConfig
 from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import BatchLoader
 from hotpipe.errors import ConfigError
@@ -25,7 +28,40 @@ from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import RowOptimizer
 from hotpipe.placement.ranks import hottest_rows
 from hotpipe.storage.init import init_rows
-from hotpipe.storage.slots import SlotStore
+from hotpipe.storage.slots import SlotStore, record_bytes
+
+
+def replica_count(d: DistConfig, layout: TableLayout, dim: int, optimizer: RowOptimizer) -> int:
+    """Rows ``dist.replicate`` asks every rank to hold.
+
+    Spelled like a capacity (``hotpipe/capacity.py``): a fraction of all rows,
+    a row count, or a per-rank memory budget (``64MiB``: as many of the
+    hottest rows as fit, weights + optimizer state, ``record_bytes`` each).
+    Nothing is clamped: a budget that cannot be met is an error.
+
+    Raises:
+        ConfigError: a row count or budget larger than all rows (naming
+            ``dist.replicate``, the most that makes sense and what was found).
+        ResourceError: a budget (or row count) whose replicas need more memory
+            than the machine has available (``_fs.check_memory``).
+    """
+    if isinstance(d.replicate, int) and d.replicate == 0:
+        return 0
+    spec = Capacity.parse(d.replicate, "dist.replicate")
+    rb = record_bytes(dim, optimizer)
+    total = layout.num_rows
+    if spec.kind == "rows" and spec.value > total:
+        raise ConfigError("dist.replicate", f"expected at most {total} rows (all rows of every "
+                                            f"table), found {int(spec.value)}")
+    if spec.kind == "bytes" and spec.value > total * rb:
+        raise ConfigError("dist.replicate", f"expected a budget of at most {total * rb} bytes "
+                                            f"(all {total} rows of {rb} bytes), found "
+                                            f"{int(spec.value)} bytes ({d.replicate})")
+    n = spec.rows(total, rb)
+    need = int(spec.value) if spec.kind == "bytes" else n * rb
+    check_memory(need, f"dist.replicate={d.replicate} ({n} rows of {rb} bytes on every rank)",
+                 "expected a budget that fits in this machine's free memory; lower dist.replicate")
+    return n
 
 
 def choose_replicated(loader: BatchLoader, layout: TableLayout, count: int,
@@ -85,11 +121,8 @@ class ReplicaSet:
         """(N,) replicated global ids -> (N,) slots of the replica store."""
         return torch.searchsorted(self.rows, global_ids)
 
-    def write_back(self, owner_store: SlotStore, owned: torch.Tensor, local: torch.Tensor) -> None:
-        """Copy the replicas of rows this rank owns into its shard.
-
-        owned: (M,) replicated global ids this rank owns; local: (M,) their shard slots.
-        """
-        s = self.slots(owned)
-        owner_store.weights.index_copy_(0, local, self.store.weights.index_select(0, s))
-        owner_store.state.index_copy_(0, local, self.store.state.index_select(0, s))
+    def records(self, global_ids: torch.Tensor) -> torch.Tensor:
+        """(M,) replicated global ids -> (M, D+W) their records (weights, then optimizer state)."""
+        s = self.slots(global_ids)
+        return torch.cat([self.store.weights.index_select(0, s), self.store.state.index_select(0, s)],
+                         dim=1)

@@ -27,8 +27,9 @@ from hotpipe.distributed.checkpoint import dense_state, load_dist_checkpoint, sa
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.exchange import RowExchange
 from hotpipe.distributed.loop import dist_train_steps, local_batch
-from hotpipe.distributed.replicas import ReplicaSet, choose_replicated
-from hotpipe.distributed.sharding import RowSharding, build_shard_store
+from hotpipe.distributed.replicas import ReplicaSet, choose_replicated, replica_count
+from hotpipe.distributed.sharding import RowSharding, small_table_rows
+from hotpipe.distributed.shards import build_owned_rows
 from hotpipe.errors import CheckpointError, ConfigError
 from hotpipe.model.base import RecModel
 from hotpipe.model.embedding import SparseEmbedding
@@ -60,8 +61,9 @@ class DistComponents:
 
 def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
                           dataset: ColumnarDataset | None = None,
-                          replicate: int | np.ndarray = 0,
-                          profile_steps: int | None = None) -> DistComponents:
+                          replicate: int | np.ndarray | None = None,
+                          profile_steps: int | None = None,
+                          run_dir: str | os.PathLike[str] | None = None) -> DistComponents:
     """Build rank ``ctx.rank``'s components from the config sections.
 
     Args:
@@ -69,21 +71,27 @@ def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
         ctx: this rank.
         dataset: an opened dataset (default: ``cfg.data.path``).
         replicate: hot rows held by every rank: a count (the most looked-up
-            rows of the first ``profile_steps`` steps) or the global row ids.
-        profile_steps: steps counted to choose them (default: 5% of the
-            training steps, at least one; FAE profiles a 5% sample).
+            rows of the first ``profile_steps`` steps), the global row ids, or
+            None: ``dist.replicate`` (a fraction, a row count, or a per-rank
+            memory budget such as ``64MiB``; ``replicas.replica_count``).
+            Tables with fewer rows than ranks are replicated in any case.
+        profile_steps: steps counted to choose them (default:
+            ``dist.profile_steps``, or 5% of the training steps, at least one;
+            FAE profiles a 5% sample).
+        run_dir: the run directory (file-backed tiered ranks put their table
+            files in ``RUN/tables/rank-R`` unless ``cache.backing_dir`` is set).
 
-    The dense model and its optimizer are built exactly as ``train/run.py``
-    builds them (same seed, same order), so every replica starts with the
-    single-process weights without a broadcast; only the rows are sharded.
+    Each rank's own rows are resident or tiered as ``cache.policy`` says
+    (``shards.py``; ``cache.capacity`` is per rank). The dense model and its
+    optimizer are built exactly as ``train/run.py`` builds them (same seed,
+    same order), so every replica starts with the single-process weights
+    without a broadcast; only the rows are sharded.
 
     Raises:
-        ConfigError: no dataset, B not a multiple of W, a table with fewer rows
-            than ranks, a tiered cache policy (not supported distributed yet).
+        ConfigError: no dataset, B not a multiple of W, a replication budget
+            larger than all rows, a schedule or skip mode (not distributed yet).
+        ResourceError: a replication budget larger than the machine's memory.
     """
-    if cfg.cache.policy != "none":
-        raise ConfigError("cache.policy", f"distributed runs keep each rank's rows untiered for "
-                                          f"now; expected 'none', found {cfg.cache.policy!r}")
     if cfg.schedule.mode != "none":
         raise ConfigError("schedule.mode", f"distributed runs train in data order for now; "
                                            f"expected 'none', found {cfg.schedule.mode!r}")
@@ -108,17 +116,28 @@ def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
     model = builders.build_model(cfg.model, num_dense=dataset.num_dense, num_tables=layout.num_tables)
     dense_opt = builders.build_dense_optimizer(cfg.optim, model.parameters())
     row_opt = builders.build_row_optimizer(cfg.optim, dim)
-    store = build_shard_store(sharding, dim=dim, optimizer=row_opt, seed=cfg.train.seed)
+    # Checked even when the caller resolved it (the CLI does): a budget beyond
+    # all rows or the machine's memory is an error, never silently clamped.
+    count = replica_count(cfg.dist, layout, dim, row_opt)
+    if replicate is None:
+        replicate = count
     if isinstance(replicate, int):
         steps = len(train_loader) if not cfg.train.max_steps else min(cfg.train.max_steps,
                                                                        len(train_loader))
-        hot = choose_replicated(train_loader, layout, replicate,
-                                profile_steps if profile_steps is not None else max(1, steps // 20))
+        profile = profile_steps if profile_steps is not None else (cfg.dist.profile_steps
+                                                                   or max(1, steps // 20))
+        hot = choose_replicated(train_loader, layout, replicate, profile)
     else:
         hot = np.asarray(replicate, dtype=np.int64)
+    # Tables with fewer rows than ranks: on every rank (sharding.small_table_rows).
+    hot = np.union1d(hot, small_table_rows(layout, ctx.world_size)).astype(np.int64)
     replicas = ReplicaSet.build(hot, layout=layout, dim=dim, optimizer=row_opt, seed=cfg.train.seed)
-    rows = RowExchange(ctx=ctx, sharding=sharding, store=store,
-                       embedding=SparseEmbedding(store=store, optimizer=row_opt), replicas=replicas)
+    shard = build_owned_rows(cfg.cache, sharding=sharding, dim=dim, optimizer=row_opt,
+                             seed=cfg.train.seed, replicated=hot,
+                             run_dir=Path(run_dir) if run_dir is not None else None)
+    rows = RowExchange(ctx=ctx, sharding=sharding, shard=shard,
+                       embedding=SparseEmbedding(store=shard.store, optimizer=row_opt),
+                       replicas=replicas)
     return DistComponents(dataset, layout, train_loader, val_loader, model, dense_opt, row_opt, rows)
 
 
@@ -150,13 +169,14 @@ class _ShardedReader:
         self.rows = rows
 
     def read_rows(self, global_ids: torch.Tensor) -> torch.Tensor:
-        routes = self.rows.route([global_ids] * self.rows.ctx.world_size)
-        return self.rows.fetch(routes).wait()
+        routes = self.rows.route([global_ids] * self.rows.ctx.world_size)  # serve: local ids
+        send = self.rows.shard.read_weights(routes.serve)  # flushed: the backing is complete
+        return self.rows.fetch(routes, send).wait()
 
 
 def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: DistContext, *,
                       resume: bool = False, overwrite: bool = False,
-                      replicate: int | np.ndarray = 0,
+                      replicate: int | np.ndarray | None = None,
                       profile_steps: int | None = None,
                       components: DistComponents | None = None) -> dict[str, Any]:
     """Train as configured on ``ctx.world_size`` ranks; every rank calls it.
@@ -179,22 +199,45 @@ def train_distributed(cfg: RunConfig, run_dir: str | os.PathLike[str], ctx: Dist
         DivergedError: a non-finite loss.
     """
     run: RunDir | None = None
+    c = components
     try:
         try:
             # Inside the try: a refused run directory is reported to the peers too.
             run = RunDir(run_dir, resume=resume, overwrite=overwrite) if ctx.is_main else None
+            if ctx.world_size > 1:
+                # Rank 0's RunDir cleans a replaced run; no rank builds its
+                # table files in the run directory before that.
+                ctx.barrier("run directory")
             with torch_threads(cfg.train.threads):
-                c = components or build_dist_components(cfg, ctx, replicate=replicate,
-                                                        profile_steps=profile_steps)
+                c = c or build_dist_components(cfg, ctx, replicate=replicate,
+                                               profile_steps=profile_steps, run_dir=run_dir)
                 check_same_run(cfg, ctx, c.dataset)
                 metrics = _train(cfg, Path(run_dir), run, ctx, c, resume=resume)
         except BaseException as e:
             ctx.report_failure(e)
             raise
     finally:
+        if c is not None:
+            c.rows.close()  # the mover stops, table files are unlocked
         if run is not None:
             run.release()
     return metrics
+
+
+def _cache_totals(cfg: RunConfig, caches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every rank's tiered-store counters, their sums, and the policy (``cache.capacity`` is per rank)."""
+    out: dict[str, Any] = {"policy": cfg.cache.policy, "capacity_per_rank": str(cfg.cache.capacity)}
+    if cfg.cache.policy == "none":
+        return out
+    for key in ("hits", "misses", "rows_fetched", "rows_written_back", "bytes_fetched",
+                "bytes_written_back", "evictions", "slots"):
+        out[key] = sum(int(x.get(key, 0)) for x in caches)
+    looks = out["hits"] + out["misses"]
+    out["hit_rate"] = out["hits"] / looks if looks else 1.0
+    # The slowest rank sets the pace: its wait for its own mover is the stall.
+    out["stall_seconds"] = max(float(x.get("stall_seconds", 0.0)) for x in caches)
+    out["per_rank"] = [{k: v for k, v in x.items() if k != "per_table"} for x in caches]
+    return out
 
 
 def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: DistComponents, *,
@@ -235,14 +278,17 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
     per_rank: list[Any] = [None] * ctx.world_size
     with ctx.guard("metrics gather"):
         dist.all_gather_object(per_rank, {"rank": ctx.rank, **trained_stats,
-                                          "train_seconds": state.train_seconds}, group=ctx.group)
+                                          "train_seconds": state.train_seconds,
+                                          "cache": c.rows.shard.stats()}, group=ctx.group)
     tail = state.losses[-cfg.train.log_every:]
     trained = len(state.losses) * cfg.data.batch_size
     seconds = max(p["train_seconds"] for p in per_rank)
     totals = {k: sum(p[k] for p in per_rank) for k in
               ("rows_sent", "rows_received", "bytes_sent", "bytes_received")}
+    caches = [p.pop("cache") for p in per_rank]
     metrics = {
         "final_loss": sum(tail) / len(tail) if tail else None,
+        "cache": _cache_totals(cfg, caches),
         **ev,
         "samples_per_s": trained / seconds if seconds else 0.0,
         "steps": state.step,
@@ -261,8 +307,11 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
             "rows_sent": totals["rows_sent"],
             "exchange_seconds": max(p["exchange_seconds"] for p in per_rank),
             # Nothing overlaps the collectives yet, so every second waited on
-            # one (row/gradient exchange, dense all-reduce) stalled the step.
-            "stall_seconds": max(p["exchange_seconds"] + p["allreduce_seconds"] for p in per_rank),
+            # one (row/gradient exchange, dense all-reduce) stalled the step,
+            # as did waiting for a tiered shard's mover.
+            "stall_seconds": max(p["exchange_seconds"] + p["allreduce_seconds"]
+                                 + float(x.get("stall_seconds", 0.0))
+                                 for p, x in zip(per_rank, caches, strict=True)),
             "per_rank": per_rank,
         },
     }

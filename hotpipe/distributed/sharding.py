@@ -18,8 +18,10 @@ runtime.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from hotpipe._fs import check_memory
@@ -39,9 +41,13 @@ class RowSharding:
         world_size: ranks W.
         rank: this process.
 
+    A table with fewer rows than ranks leaves some ranks owning none of its
+    rows; that is fine here (local slots stay contiguous), and the runtime
+    replicates such tables on every rank (``small_table_rows``), so no rank
+    ever asks for them.
+
     Raises:
-        ConfigError: a table has fewer rows than there are ranks (some rank
-            would own none of it), or the rank is out of range.
+        ConfigError: the rank is out of range.
 
     Example:
         >>> sh = RowSharding(TableLayout([4, 3]), world_size=2, rank=1)
@@ -56,11 +62,6 @@ class RowSharding:
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world_size:
             raise ConfigError("rank", f"expected 0 <= rank < {self.world_size}, found {self.rank}")
-        for name, card in zip(self.layout.names, self.layout.cardinalities, strict=True):
-            if card < self.world_size:
-                raise ConfigError("world_size", f"table {name} has {card} rows, fewer than the "
-                                                f"{self.world_size} ranks it is partitioned over; "
-                                                "use fewer ranks (each rank must own rows of every table)")
 
     @property
     def num_owned(self) -> int:
@@ -79,27 +80,67 @@ class RowSharding:
         """(num_owned,) int64 global ids of this rank's rows, in slot order."""
         return torch.arange(self.rank, self.layout.num_rows, self.world_size, dtype=torch.int64)
 
+    def local_layout(self) -> TableLayout:
+        """This rank's rows as a layout of their own: table t holds the owned rows of t.
+
+        Owned rows of a table are contiguous in local slots (global ``g = r + W*i``
+        lies in ``[a, b)`` iff ``i`` lies in ``[ceil((a-r)/W), ceil((b-r)/W))``),
+        so a per-rank tiered store can keep per-table files and counters.
+
+        Example:
+            >>> RowSharding(TableLayout([4, 3]), world_size=2, rank=1).local_layout().cardinalities
+            (2, 1)
+        """
+        w, r = self.world_size, self.rank
+        first = -((r - self.layout.bounds) // w)  # (T+1,) ceil((bound - r) / W)
+        return TableLayout(np.diff(first).tolist(), self.layout.names)
+
+    def init_owned(self, dim: int, seed: int, put: Callable[[int, torch.Tensor], None]) -> None:
+        """Call ``put(first_slot, rows (n, D))`` with this rank's initial rows, the same
+        bits as the single-process store (``storage/init.py`` draws by global row).
+
+        Every rank draws every chunk and keeps its own rows: one chunk
+        (``CHUNK_ROWS`` rows) is in memory at a time, and drawing is cheap next
+        to training, so no rank needs another's generator state.
+        """
+        w, r = self.world_size, self.rank
+
+        def mine(g0: int, rows: torch.Tensor) -> None:
+            first = (r - g0) % w  # offset in this chunk of the first row we own
+            own = rows[first::w]  # (m, D): global rows g0+first, g0+first+W, ...
+            if len(own):
+                put((g0 + first) // w, own)
+
+        init_rows(list(self.layout.cardinalities), dim, seed, mine)
+
+
+def small_table_rows(layout: TableLayout, world_size: int) -> np.ndarray:
+    """(N,) int64 ascending global rows of the tables with fewer rows than ranks.
+
+    Such a table cannot give every rank rows (Criteo has 3- and 4-row tables),
+    and a handful of rows costs nothing to hold everywhere: the runtime
+    replicates them on every rank, which keeps the result exact (their
+    gradients are all-reduced like any replicated row's).
+    """
+    cards = np.asarray(layout.cardinalities, dtype=np.int64)
+    small = np.nonzero(cards < world_size)[0]
+    if not len(small):
+        return np.empty(0, dtype=np.int64)
+    return np.concatenate([np.arange(layout.bounds[t], layout.bounds[t + 1]) for t in small])
+
 
 def build_shard_store(sharding: RowSharding, *, dim: int, optimizer: RowOptimizer,
                       seed: int) -> SlotStore:
     """This rank's rows, untiered (slot = local row), initialised to the same bits
-    as the single-process store (``storage/init.py`` draws by global row).
-
-    Every rank draws every chunk and keeps its own rows: one chunk
-    (``CHUNK_ROWS`` rows) is in memory at a time, and drawing is cheap next
-    to training, so no rank needs another's generator state.
-    """
+    as the single-process store (:meth:`RowSharding.init_owned`)."""
     n = sharding.num_owned
     check_memory(n * (dim + optimizer.state_width) * FLOAT_BYTES,
-                 f"rank {sharding.rank}'s {n} rows (dim {dim})", "use more ranks or a smaller dim")
+                 f"rank {sharding.rank}'s {n} rows (dim {dim})",
+                 "use more ranks, a smaller dim, or a tiered run (cache.policy=lookahead)")
     store = SlotStore.allocate(n, dim, optimizer)
-    w, r = sharding.world_size, sharding.rank
 
-    def put(g0: int, rows: torch.Tensor) -> None:
-        first = (r - g0) % w  # offset in this chunk of the first row we own
-        mine = rows[first::w]  # (m, D): global rows g0+first, g0+first+W, ...
-        s0 = (g0 + first) // w
-        store.weights[s0:s0 + len(mine)].copy_(mine)
+    def put(s0: int, rows: torch.Tensor) -> None:
+        store.weights[s0:s0 + len(rows)].copy_(rows)
 
-    init_rows(list(sharding.layout.cardinalities), dim, seed, put)
+    sharding.init_owned(dim, seed, put)
     return store
