@@ -30,7 +30,7 @@ def test_example_prepares(cmd: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_every_example_has_a_command() -> None:
-    assert len(commands()) == len(list(EXAMPLES.glob("*.yaml"))) == 4
+    assert len(commands()) == len(list(EXAMPLES.glob("*.yaml"))) == 5
 
 
 def test_libfm_example_with_its_feature_map(tmp_path: Path) -> None:

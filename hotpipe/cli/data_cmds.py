@@ -56,6 +56,15 @@ def register(subparsers: Any) -> None:
                    help="how far the hot set moves over the data, in tables (default 0)")
     s.add_argument("--num-dense", type=int, default=13, help="dense features (default 13)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--kind", choices=("criteo", "behaviour"), default="criteo",
+                   help="criteo: Criteo-shaped one-hot tables (default); behaviour: a multi-hot history "
+                        "of item ids (oldest first) + target item, category, user, whose label depends on "
+                        "the history (hotpipe/data/synth_behaviour.py; for model.arch=tbsm)")
+    s.add_argument("--items", type=int, default=5000, help="behaviour: distinct items (default 5000)")
+    s.add_argument("--users", type=int, default=2000, help="behaviour: distinct users (default 2000)")
+    s.add_argument("--clusters", type=int, default=20, help="behaviour: item interest groups (default 20)")
+    s.add_argument("--max-len", type=int, default=20,
+                   help="behaviour: longest history; lengths are uniform in 0..max-len (default 20)")
     s.add_argument("--chunk-rows", type=int, default=_DEFAULT_CHUNK_ROWS, help="rows generated at a time")
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out (atomically)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -115,6 +124,14 @@ def _label_rule(path: str) -> Any:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    if args.kind == "behaviour":
+        from hotpipe.data.synth_behaviour import synthesize_behaviour
+
+        num_dense = args.num_dense if args.num_dense != 13 else 2  # 13 is the Criteo default
+        print(synthesize_behaviour(args.out, rows=args.rows, items=args.items, users=args.users,
+                                   clusters=args.clusters, max_len=args.max_len, zipf=args.zipf,
+                                   num_dense=num_dense, seed=args.seed, overwrite=args.overwrite).format())
+        return 0
     from hotpipe.data.synth import synthesize
 
     summary = synthesize(args.out, rows=args.rows, scale=args.scale, zipf=args.zipf, drift=args.drift,

@@ -58,13 +58,31 @@ class BadLine:
 
 
 @dataclass(frozen=True)
+class ListChunk:
+    """One list column of a chunk (a multi-hot table), already capped at its ``max_len``.
+
+    Attributes:
+        lengths: (n,) int64 items per row (0: an empty list).
+        keys: (lengths.sum(),) uint64 the items' keys, row after row, in list order.
+        names: (fingerprints, strings) of the items seen, as ``RawChunk.names``.
+        truncated: rows of this chunk whose list was longer than ``max_len``.
+    """
+
+    lengths: np.ndarray
+    keys: np.ndarray
+    names: tuple[np.ndarray, np.ndarray] | None = None
+    truncated: int = 0
+
+
+@dataclass(frozen=True)
 class RawChunk:
     """A chunk of parsed, validated, not yet encoded samples.
 
     Attributes:
         label: (n,) float32 in {0, 1}.
         dense: (n, D) float64 raw values, NaN where missing.
-        keys: (n, T) uint64 categorical keys (meaningless where ``missing``).
+        keys: (n, T) uint64 categorical keys (meaningless where ``missing``); with
+            list columns, T counts the one-hot tables only.
         missing: (n, T) bool.
         bad_count: lines of this chunk skipped as malformed.
         bad: the first few of those, with reasons.
@@ -72,6 +90,7 @@ class RawChunk:
             values seen in this chunk, when keys are fingerprints of strings;
             lets a vocabulary be inverted to the original strings.
         order_key: (n,) float64 sort key of each row (schema ``sort_by``), or None.
+        lists: the list columns (multi-hot tables), in table order.
     """
 
     label: np.ndarray
@@ -82,6 +101,7 @@ class RawChunk:
     bad: tuple[BadLine, ...] = ()
     names: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
     order_key: np.ndarray | None = None
+    lists: tuple[ListChunk, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -177,9 +197,11 @@ class HashEncoder:
     def cardinalities(self) -> list[int]:
         return list(self.buckets)
 
-    def encode(self, keys: np.ndarray, missing: np.ndarray) -> np.ndarray:
-        """keys (n, T) uint64, missing (n, T) bool -> rows (n, T) int32."""
-        rows = (mix64(keys ^ self._salts) % self._mods + np.uint64(1)).astype(np.int32)
+    def encode(self, keys: np.ndarray, missing: np.ndarray, tables: Sequence[int] | None = None) -> np.ndarray:
+        """keys (n, T) uint64, missing (n, T) bool -> rows (n, T) int32; column j is table
+        ``tables[j]`` (default: all tables in order)."""
+        idx = list(range(len(self.buckets))) if tables is None else list(tables)
+        rows = (mix64(keys ^ self._salts[idx]) % self._mods[idx] + np.uint64(1)).astype(np.int32)
         rows[missing] = HASH_MISSING_ROW
         return rows
 
@@ -238,19 +260,22 @@ class VocabBuilder:
         self._strings: list[dict[int, str]] | None = None
 
     def update(self, keys: np.ndarray, missing: np.ndarray,
-               names: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None) -> None:
-        """Count one chunk: keys (n, T) uint64, missing (n, T) bool."""
-        self.missing += missing.sum(axis=0)
-        for t, table in enumerate(self._tables):
-            table.add(keys[~missing[:, t], t])
+               names: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None,
+               tables: Sequence[int] | None = None) -> None:
+        """Count one chunk: keys (n, T) uint64, missing (n, T) bool; column j is table
+        ``tables[j]`` (default: all tables in order)."""
+        idx = list(range(len(self._tables))) if tables is None else list(tables)
+        self.missing[idx] += missing.sum(axis=0)
+        for j, t in enumerate(idx):
+            self._tables[t].add(keys[~missing[:, j], j])
         if names is not None:
-            self._remember_strings(names)
+            self._remember_strings(names, idx)
 
-    def _remember_strings(self, names: tuple[tuple[np.ndarray, np.ndarray], ...]) -> None:
+    def _remember_strings(self, names: tuple[tuple[np.ndarray, np.ndarray], ...], idx: list[int]) -> None:
         # Per distinct value of the chunk, not per row: bounded like the counts.
         if self._strings is None:
             self._strings = [{} for _ in self.names]
-        for t, (fps, strings) in enumerate(names):
+        for t, (fps, strings) in zip(idx, names, strict=True):
             seen = self._strings[t]
             for fp, s in zip(fps.tolist(), strings.tolist(), strict=True):
                 prev = seen.setdefault(fp, s)
@@ -330,11 +355,13 @@ class Vocabulary:
     def cardinalities(self) -> list[int]:
         return [t.cardinality for t in self.tables]
 
-    def encode(self, keys: np.ndarray, missing: np.ndarray) -> np.ndarray:
-        """keys (n, T) uint64, missing (n, T) bool -> rows (n, T) int32."""
+    def encode(self, keys: np.ndarray, missing: np.ndarray, tables: Sequence[int] | None = None) -> np.ndarray:
+        """keys (n, T) uint64, missing (n, T) bool -> rows (n, T) int32; column j is table
+        ``tables[j]`` (default: all tables in order)."""
+        idx = range(len(self.tables)) if tables is None else tables
         out = np.empty(keys.shape, np.int32)
-        for t, table in enumerate(self.tables):
-            out[:, t] = table.encode(keys[:, t], missing[:, t])
+        for j, t in enumerate(idx):
+            out[:, j] = self.tables[t].encode(keys[:, j], missing[:, j])
         return out
 
     def save(self, directory: str | os.PathLike[str]) -> None:

@@ -19,6 +19,13 @@ row, counted per table), and written as the sub-dataset ``DIR/val/``.
 
 ``sort_by`` keeps one float64 key per row in memory (8 bytes/row) and
 permutes the written column files at the end (``ColumnarWriter.finish``).
+
+List columns (multi-hot tables, ``Job.lists``) travel beside the one-hot keys
+(``RawChunk.lists``): counted per item for the vocabulary, spilled as
+lengths + keys, encoded item by item with their table's encoder, and written
+as the table's bag (``ColumnarWriter.append(..., bags=)``). Lists over the
+cap were already cut by the reader; the counts of cut and empty lists go to
+the summary and the manifest.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ class PrepareSummary:
     bad_examples: list[BadLine]
     tables: list[str]
     cardinalities: list[int]
-    missing: list[int]  # missing values per table
+    missing: list[int]  # missing values per table (list tables: empty lists)
     encoding: dict[str, Any]
     source_bytes: int
     seconds: float
@@ -72,6 +79,7 @@ class PrepareSummary:
     val_oov: list[int] | None = None  # per table: non-missing val values mapped to the OOV row
     val_values: int = 0  # non-missing val values (the OOV denominator)
     notes: list[str] = field(default_factory=list)
+    truncated: dict[str, int] = field(default_factory=dict)  # list tables: lists cut at max_len
 
     @property
     def lines_per_s(self) -> float:
@@ -90,6 +98,9 @@ class PrepareSummary:
         lines += [f"  {b.path}:{b.line or '?'}: {b.reason()}" for b in self.bad_examples]
         lines.append(f"tables ({len(self.tables)}, rows incl. OOV/missing; total {sum(self.cardinalities):,}):")
         lines.append("  " + " ".join(f"{n}={c:,}" for n, c in zip(self.tables, self.cardinalities, strict=True)))
+        for name, cut in self.truncated.items():
+            empty = self.missing[self.tables.index(name)]
+            lines.append(f"list table {name}: {cut:,} lists truncated to max_len, {empty:,} empty")
         if self.val_rows:
             line = f"validation split: {self.val_rows:,} rows in {self.out / VAL_DIR}"
             if self.val_oov is not None:
@@ -107,17 +118,23 @@ class PrepareSummary:
 class _Tally:
     """Counts skipped lines (keeping the first few reasons), missing values per table, sort keys."""
 
-    def __init__(self, num_tables: int) -> None:
+    def __init__(self, num_tables: int, lists: Sequence[int] = ()) -> None:
         self.count = 0
         self.examples: list[BadLine] = []
         self.missing = np.zeros(num_tables, np.int64)
+        self.lists = list(lists)
+        self.one_hot = [t for t in range(num_tables) if t not in self.lists]
+        self.truncated = np.zeros(len(self.lists), np.int64)
         self.order_keys: list[np.ndarray] = []
 
     def watch(self, chunks: Iterator[RawChunk]) -> Iterator[RawChunk]:
         for c in chunks:
             self.count += c.bad_count
             self.examples.extend(c.bad[: _MAX_EXAMPLES - len(self.examples)])
-            self.missing += c.missing.sum(axis=0)
+            self.missing[self.one_hot] += c.missing.sum(axis=0)
+            for k, lc in enumerate(c.lists):
+                self.missing[self.lists[k]] += int((lc.lengths == 0).sum())
+                self.truncated[k] += lc.truncated
             if c.order_key is not None:
                 self.order_keys.append(c.order_key)
             yield c
@@ -138,24 +155,28 @@ class _Tally:
                                   path=b.path, line=b.line, field=b.field, expected=b.expected, found=b.found)
 
 
+Lists = list[tuple[np.ndarray, np.ndarray]]  # per list table: (lengths (n,), keys (V,))
+
+
 class _Spill:
     """Parsed, unencoded chunks parked on disk between the two vocab passes."""
 
-    def __init__(self, path: Path, num_dense: int, num_tables: int) -> None:
-        self.path, self.d, self.t = path, num_dense, num_tables
+    def __init__(self, path: Path, num_dense: int, num_tables: int, num_lists: int = 0) -> None:
+        self.path, self.d, self.t, self.k = path, num_dense, num_tables, num_lists
         self.sizes: list[int] = []
         self._f: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by read() or close()
 
-    def write(self, label: np.ndarray, dense: np.ndarray, keys: np.ndarray, missing: np.ndarray) -> None:
-        for a in (label, dense, keys, missing):
+    def write(self, label: np.ndarray, dense: np.ndarray, keys: np.ndarray, missing: np.ndarray,
+              lists: Lists = ()) -> None:  # type: ignore[assignment]
+        for a in (label, dense, keys, missing, *(x for pair in lists for x in pair)):
             writer._write_all(self._f, np.ascontiguousarray(a).tobytes())
         self.sizes.append(label.shape[0])
 
     def close(self) -> None:
         self._f.close()
 
-    def read(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield (label (n,) f32, dense (n, D) f32, keys (n, T) u64, missing (n, T) bool)."""
+    def read(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Lists]]:
+        """Yield (label (n,) f32, dense (n, D) f32, keys (n, T) u64, missing (n, T) bool, lists)."""
         self._f.close()
         with open(self.path, "rb") as f:
             for n in self.sizes:
@@ -163,7 +184,11 @@ class _Spill:
                 dense = np.frombuffer(f.read(4 * n * self.d), np.float32).reshape(n, self.d)
                 keys = np.frombuffer(f.read(8 * n * self.t), np.uint64).reshape(n, self.t)
                 missing = np.frombuffer(f.read(n * self.t), np.bool_).reshape(n, self.t)
-                yield label, dense, keys, missing
+                lists = []
+                for _ in range(self.k):
+                    lengths = np.frombuffer(f.read(8 * n), np.int64)
+                    lists.append((lengths, np.frombuffer(f.read(8 * int(lengths.sum())), np.uint64)))
+                yield label, dense, keys, missing, lists
         self.path.unlink()
 
 
@@ -181,6 +206,27 @@ class Job:
     extras: dict[str, Any] = field(default_factory=dict)
     strings: bool = False  # keys are fingerprints of strings (keep them for the vocab)
     notes: Callable[[], list[str]] = list  # format-specific notes, asked once everything is read
+    lists: dict[int, int] = field(default_factory=dict)  # list (multi-hot) table index -> max_len
+
+    @property
+    def one_hot(self) -> list[int]:
+        return [t for t in range(len(self.tables)) if t not in self.lists]
+
+
+Encode = Callable[[np.ndarray, np.ndarray, Sequence[int]], np.ndarray]  # keys, missing, tables -> rows
+
+
+def _bags(encode: Encode, lists: Sequence[int], raw: Lists) -> Lists:
+    """Encode each list table's items with its table's encoder: [(lengths, rows (V,))]."""
+    out = []
+    for t, (lengths, keys) in zip(lists, raw, strict=True):
+        col = keys.reshape(-1, 1)
+        out.append((lengths, encode(col, np.zeros(col.shape, bool), [t])[:, 0]))
+    return out
+
+
+def _raw_lists(c: RawChunk) -> Lists:
+    return [(lc.lengths, lc.keys) for lc in c.lists]
 
 
 def _bar(total: int, unit: str, desc: str, progress: bool) -> tqdm:
@@ -192,24 +238,26 @@ def run(job: Job, out: str | os.PathLike[str], spec: EncodingSpec, *, progress: 
     """Read, encode and write ``job`` to ``out`` (with ``out/val`` when it has val inputs)."""
     buckets = spec.validate(len(job.tables))
     t0 = time.perf_counter()
-    tally = _Tally(len(job.tables))
+    lists, one_hot = sorted(job.lists), job.one_hot
+    tally = _Tally(len(job.tables), lists)
     sources: Sources = []
     val: dict[str, Any] = {}
-    with ColumnarWriter(out, tables=None, num_dense=len(job.dense), overwrite=overwrite) as w, \
-            _bar(job.total_bytes, "B", "read", progress) as bar:
+    with ColumnarWriter(out, tables=None, num_dense=len(job.dense), overwrite=overwrite,
+                        bags=len(lists)) as w, _bar(job.total_bytes, "B", "read", progress) as bar:
         chunks = tally.watch(job.read(job.inputs, bar.update, sources))
-        encode: Callable[[np.ndarray, np.ndarray], np.ndarray]
+        encode: Encode
         if buckets is not None:
             hasher = HashEncoder(buckets)
             for c in chunks:
-                w.append(c.label, job.dense_fn(c.dense), hasher.encode(c.keys, c.missing))
+                w.append(c.label, job.dense_fn(c.dense), hasher.encode(c.keys, c.missing, one_hot),
+                         bags=_bags(hasher.encode, lists, _raw_lists(c)))
             cards, encode = hasher.cardinalities, hasher.encode
         else:
             vocab = _vocab_passes(chunks, w, job, spec.min_count, progress)
             vocab.save(w.tmp / "vocab")
             cards, encode = vocab.cardinalities, vocab.encode
         tally.check_not_all_bad(w.rows)
-        specs = [TableSpec(n, c) for n, c in zip(job.tables, cards, strict=True)]
+        specs = [TableSpec(n, c, job.lists.get(t, 0)) for t, (n, c) in enumerate(zip(job.tables, cards, strict=True))]
         enc_json = spec.to_manifest(len(job.tables))
         if job.val_inputs:
             val = _val_pass(job, w.tmp / VAL_DIR, specs, encode, enc_json, bar.update,
@@ -219,35 +267,42 @@ def run(job: Job, out: str | os.PathLike[str], spec: EncodingSpec, *, progress: 
         extra: dict[str, Any] = {**({"val": val["manifest"]} if val else {}),
                                  **({"notes": notes} if notes else {}), **job.extras}
         w.finish(tables=specs, order=tally.order(), encoding=enc_json, sources=sources,
-                 bad_lines=tally.to_json(), dense_columns=list(job.dense), missing_values=missing, **extra)
+                 bad_lines=tally.to_json(), dense_columns=list(job.dense), missing_values=missing,
+                 truncated=tally.truncated.tolist(), **extra)
     return PrepareSummary(
         out=Path(out), rows=w.rows, bad_lines=tally.count + val.get("bad", 0),
         bad_examples=(tally.examples + val.get("examples", []))[:_MAX_EXAMPLES],
         tables=list(job.tables), cardinalities=list(cards), missing=tally.missing.tolist(), encoding=enc_json,
         source_bytes=sum(int(s["bytes"]) for s in sources + val.get("sources", [])),
         seconds=time.perf_counter() - t0, val_rows=val.get("rows", 0), val_oov=val.get("oov"),
-        val_values=val.get("values", 0), notes=w.notes + notes)
+        val_values=val.get("values", 0), notes=w.notes + notes,
+        truncated={job.tables[t]: int(n) for t, n in zip(lists, tally.truncated.tolist(), strict=True)})
 
 
-def _val_pass(job: Job, out: Path, specs: list[TableSpec], encode: Callable[[np.ndarray, np.ndarray], np.ndarray],
+def _val_pass(job: Job, out: Path, specs: list[TableSpec], encode: Encode,
               enc_json: dict[str, Any], tick: Tick, *, oov: bool) -> dict[str, Any]:
     """Encode the validation files with the training encoder into the sub-dataset ``out``."""
-    tally = _Tally(len(specs))
+    lists, one_hot = sorted(job.lists), job.one_hot
+    tally = _Tally(len(specs), lists)
     sources: Sources = []
     oov_counts = np.zeros(len(specs), np.int64)
     values = 0
     with ColumnarWriter(out, tables=specs, num_dense=len(job.dense), nested=True) as vw:
         for c in tally.watch(job.read(job.val_inputs, tick, sources)):
-            sparse = encode(c.keys, c.missing)
+            sparse = encode(c.keys, c.missing, one_hot)
+            bags = _bags(encode, lists, _raw_lists(c))
             if oov:
-                oov_counts += ((sparse == OOV_ROW) & ~c.missing).sum(axis=0)
-            values += int((~c.missing).sum())
-            vw.append(c.label, job.dense_fn(c.dense), sparse)
+                oov_counts[one_hot] += ((sparse == OOV_ROW) & ~c.missing).sum(axis=0)
+                for t, (_, rows) in zip(lists, bags, strict=True):
+                    oov_counts[t] += int((rows == OOV_ROW).sum())
+            values += int((~c.missing).sum()) + sum(int(rows.shape[0]) for _, rows in bags)
+            vw.append(c.label, job.dense_fn(c.dense), sparse, bags=bags)
         tally.check_not_all_bad(vw.rows)
         oov_json = dict(zip([s.name for s in specs], oov_counts.tolist(), strict=True)) if oov else None
         vw.finish(order=tally.order(), encoding={**enc_json, "dir": f"../{enc_json['dir']}"}
                   if "dir" in enc_json else enc_json, sources=sources, bad_lines=tally.to_json(),
-                  dense_columns=list(job.dense), split="val", oov_values=oov_json, **job.extras)
+                  dense_columns=list(job.dense), split="val", oov_values=oov_json,
+                  truncated=tally.truncated.tolist(), **job.extras)
     manifest = {"dir": VAL_DIR, "rows": vw.rows, "fingerprint": vw.manifest["fingerprint"], "oov": oov_json,
                 "values": values, "sources": [s["path"] for s in sources]}
     return {"manifest": manifest, "rows": vw.rows, "oov": oov_counts.tolist() if oov else None,
@@ -257,17 +312,22 @@ def _val_pass(job: Job, out: Path, specs: list[TableSpec], encode: Callable[[np.
 def _vocab_passes(chunks: Iterator[RawChunk], w: ColumnarWriter, job: Job, min_count: int,
                   progress: bool) -> Vocabulary:
     """Pass 1: count + spill; build the vocabulary; pass 2: encode the spill into ``w``."""
+    lists, one_hot = sorted(job.lists), job.one_hot
     builder = VocabBuilder(job.tables)
-    spill = _Spill(w.tmp / "_spill.bin", len(job.dense), len(job.tables))
+    spill = _Spill(w.tmp / "_spill.bin", len(job.dense), len(one_hot), len(lists))
     try:
         for c in chunks:
-            builder.update(c.keys, c.missing, c.names if job.strings else None)
-            spill.write(c.label, job.dense_fn(c.dense), c.keys, c.missing)
+            builder.update(c.keys, c.missing, c.names if job.strings else None, tables=one_hot)
+            for t, lc in zip(lists, c.lists, strict=True):  # every item counts
+                col = lc.keys.reshape(-1, 1)
+                names = (lc.names,) if job.strings and lc.names is not None else None
+                builder.update(col, np.zeros(col.shape, bool), names, tables=[t])  # type: ignore[arg-type]
+            spill.write(c.label, job.dense_fn(c.dense), c.keys, c.missing, _raw_lists(c))
     finally:
         spill.close()
     vocab = builder.build(min_count)
     with _bar(sum(spill.sizes), "rows", "encode", progress) as bar:
-        for label, dense, keys, missing in spill.read():
-            w.append(label, dense, vocab.encode(keys, missing))
+        for label, dense, keys, missing, raw in spill.read():
+            w.append(label, dense, vocab.encode(keys, missing, one_hot), bags=_bags(vocab.encode, lists, raw))
             bar.update(label.shape[0])
     return vocab

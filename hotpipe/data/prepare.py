@@ -146,7 +146,8 @@ def prepare_tabular(inputs: Sequence[PathLike] | PathLike, out: PathLike, *,
 
     dense_fn = dense_log1p if sch.dense_transform == "log1p" else dense_identity
     job = Job(read, paths, sch.categorical, sch.dense, dense_fn, sum(map(_size, paths + val_paths)), val_paths,
-              {"source_format": "+".join(sorted(set(formats.values()))), "schema": sch.to_json()}, strings=names)
+              {"source_format": "+".join(sorted(set(formats.values()))), "schema": sch.to_json()}, strings=names,
+              lists={t: sch.list_of[c].max_len for t, c in enumerate(sch.categorical) if c in sch.list_of})
     return run(job, out, spec, progress=progress, overwrite=overwrite)
 
 

@@ -9,6 +9,8 @@ Every key, with an example (``schema_doc.py`` holds the same for ``--help``) (``
     label: {column: rating, threshold: 4}                               # rating >= 4 -> 1
     label: {column: y, map: {"-1": 0, "1": 1}}                          # others: error
     categorical: [user, item]       # one embedding table each, in this order
+    # ... a column holding a list of values is a multi-hot table (a bag of rows):
+    categorical: [user, {column: history, type: list, sep: "|", max_len: 50, keep: last}]
     dense: [price]                  # numeric features (may be empty)
     columns: [user, item, behavior_type, ts]  # header-less file: its columns in order
     skip_rows: 0                    # lines to skip at the top (before the header, if any)
@@ -19,6 +21,22 @@ Every key, with an example (``schema_doc.py`` holds the same for ``--help``) (``
                                     # times; stable) so the validation split is the latest data
     format: csv                     # csv | parquet; default by extension (.parquet/.pq)
     dense_transform: none           # none | log1p (Criteo-style counts)
+
+List columns (``type: list``): in CSV a field like ``i7|i3|i9`` split at
+``sep`` (one character, not the file's delimiter; default ``|``); in
+Parquet a list column (``list<string|int>``) or text split at ``sep``. Items
+are values like any categorical value (same vocabulary/hash rules, counted
+per item), in the order written. Rules:
+
+* longer than ``max_len`` (required, >= 1): truncated, keeping the last
+  ``max_len`` items (``keep: last``, the default: the most recent of a
+  time-ordered list) or the first (``keep: first``); counted per table in the
+  summary and the manifest (``bag.truncated``), never an error;
+* empty (an empty field, a value in ``na_values``, a null, ``[]``): allowed,
+  an empty bag, pooled to a zero vector; counted (``bag.empty``);
+* an empty item (``a||b``, a trailing ``|``, a null inside a Parquet list):
+  a malformed row, reported as file:line:column (or skipped and counted with
+  ``--on-bad-line skip``).
 
 Label values are compared as text with surrounding spaces removed, so
 ``positive: [1, 2]`` matches the file's ``1`` and ``2`` (not ``1.0``). A
@@ -132,6 +150,45 @@ class LabelRule:
 
 
 @dataclass(frozen=True)
+class ListColumn:
+    """A categorical column holding a list of values (a multi-hot table); see the module docstring."""
+
+    column: str
+    max_len: int
+    sep: str = "|"
+    keep: str = "last"  # which end of a too-long list is kept
+
+    _KEYS = ("column", "type", "sep", "max_len", "keep")
+
+    @classmethod
+    def parse(cls, v: Any, i: int) -> ListColumn:
+        key = f"categorical[{i}]"
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"schema.{key}", f"expected a column name or a mapping, found {v!r}")
+        for k in v:
+            if k not in cls._KEYS:
+                raise ConfigError(f"schema.{key}.{k}", f"unknown key; allowed: {', '.join(cls._KEYS)}")
+        if v.get("type") != "list":
+            raise ConfigError(f"schema.{key}.type", f"expected 'list', found {v.get('type')!r}")
+        column = _name(v.get("column"), f"{key}.column")
+        m = v.get("max_len")
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ConfigError(f"schema.{key}.max_len", f"expected an integer >= 1 (longer lists are "
+                                                       f"truncated), found {m!r}")
+        sep = v.get("sep", "|")
+        if not isinstance(sep, str) or len(sep) != 1 or sep in "\"\n\r":
+            raise ConfigError(f"schema.{key}.sep", f"expected one character, found {sep!r}")
+        keep = v.get("keep", "last")
+        if keep not in ("first", "last"):
+            raise ConfigError(f"schema.{key}.keep", f"expected first or last, found {keep!r}")
+        return cls(column, m, sep, keep)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"column": self.column, "type": "list", "sep": self.sep, "max_len": self.max_len,
+                "keep": self.keep}
+
+
+@dataclass(frozen=True)
 class TabularSchema:
     """Which columns of a CSV/Parquet file are the label, tables and dense features.
 
@@ -154,6 +211,11 @@ class TabularSchema:
     na_values: tuple[str, ...] = ("",)
     encoding: str = "utf-8"
     sort_by: str | None = None
+    lists: tuple[ListColumn, ...] = ()  # the categorical columns that hold lists
+
+    @property
+    def list_of(self) -> dict[str, ListColumn]:
+        return {c.column: c for c in self.lists}
 
     @property
     def label(self) -> str:
@@ -181,9 +243,15 @@ class TabularSchema:
         skip = d.get("skip_rows", 0)
         if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
             raise ConfigError("schema.skip_rows", f"expected an integer >= 0, found {skip!r}")
+        cat = d["categorical"]
+        if not isinstance(cat, (list, tuple)):
+            raise ConfigError("schema.categorical", f"expected a list of column names, found {cat!r}")
+        lists = tuple(ListColumn.parse(v, i) for i, v in enumerate(cat) if not isinstance(v, str))
         schema = cls(
             label_rule=LabelRule.parse(d["label"]),
-            categorical=_names(d["categorical"], "categorical"),
+            categorical=tuple(v if isinstance(v, str) and v else ListColumn.parse(v, i).column
+                              for i, v in enumerate(cat)),
+            lists=lists,
             dense=_names(d.get("dense") or [], "dense"),
             format=_choice(d.get("format"), "format", FORMATS, optional=True),
             delimiter=_delimiter(d.get("delimiter", "auto")),
@@ -196,6 +264,10 @@ class TabularSchema:
         )
         if not schema.categorical:
             raise ConfigError("schema.categorical", "needs at least one column (one embedding table each)")
+        for lc in schema.lists:
+            if lc.sep == schema.delimiter:
+                raise ConfigError("schema.categorical", f"list column {lc.column!r}: sep {lc.sep!r} is the "
+                                                        "file's delimiter; choose another")
         seen: set[str] = set()
         for c in (schema.label, *schema.categorical, *schema.dense):
             if c in seen:
@@ -220,7 +292,9 @@ class TabularSchema:
         return cls.from_dict(d)
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"label": self.label_rule.to_json(), "categorical": list(self.categorical),
+        lists = self.list_of
+        d: dict[str, Any] = {"label": self.label_rule.to_json(),
+                             "categorical": [lists[c].to_json() if c in lists else c for c in self.categorical],
                              "dense": list(self.dense), "format": self.format, "delimiter": self.delimiter,
                              "dense_transform": self.dense_transform, "skip_rows": self.skip_rows,
                              "na_values": list(self.na_values), "encoding": self.encoding}

@@ -9,6 +9,11 @@ schema keys (YAML, --schema FILE; complete examples in examples/*.yaml):
   label: {column: rating, threshold: 4}                      rating >= 4 -> 1
   label: {column: y, map: {"-1": 0, "1": 1}}                 unlisted values are errors
   categorical: [user, item]      one embedding table each, in this order (required)
+  categorical: [user, {column: history, type: list, sep: "|", max_len: 50, keep: last}]
+                                 a list column is a multi-hot table: CSV "i7|i3|i9" split at
+                                 sep, or a Parquet list; lists over max_len keep the last
+                                 (or first) max_len items, counted; an empty list is allowed
+                                 (pooled to zeros); an empty item ("a||b") is a bad row
   dense: [price]                 numeric features (default none)
   columns: [user, item, behavior_type, ts]
                                  header-less file: the names of its columns, in order

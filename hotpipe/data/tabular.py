@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 from hotpipe.data.criteo import SourceStream
 from hotpipe.data.csv_shape import LineCounter, ascii_compatible, diagnose, layout, sniff_delimiter
-from hotpipe.data.encoding import BadLine, RawChunk
-from hotpipe.data.schema import LabelRule, TabularSchema
+from hotpipe.data.encoding import BadLine, ListChunk, RawChunk
+from hotpipe.data.schema import LabelRule, ListColumn, TabularSchema
 from hotpipe.errors import DataFormatError
 
 __all__ = ["TabularSchema", "LabelRule", "read_csv", "read_parquet", "fingerprint", "sniff_delimiter"]
@@ -123,6 +123,38 @@ def _categorical(col: pa.Array, want_names: bool) -> tuple[np.ndarray, np.ndarra
     return keys, missing, names
 
 
+def _lists(col: pa.Array, spec: ListColumn) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """A list column -> (items as text (V,), lengths (n,) int64, parent row of each item (V,),
+    bad (n,) bool: a row with an empty or null item). Null/empty fields are empty lists."""
+    t = col.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        lists = col
+    else:  # text (CSV, or a Parquet string column): split at sep
+        lists = pc.split_pattern(col if _is_text(t) else pc.cast(col, pa.string()), spec.sep)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    items = pc.list_flatten(lists)
+    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    if not _is_text(items.type):
+        items = pc.cast(items, pa.string())
+    items = pc.utf8_trim_whitespace(items)
+    empty = pc.fill_null(pc.equal(items, ""), True).to_numpy(zero_copy_only=False)  # null or "" item
+    bad = np.bincount(parent[empty], minlength=len(col)) > 0
+    return items, lengths, parent, bad
+
+
+def _keep_lists(items: pa.Array, lengths: np.ndarray, parent: np.ndarray, good: np.ndarray,
+                spec: ListColumn, want_names: bool) -> ListChunk:
+    """The good rows' lists, each capped at ``spec.max_len`` (keeping its first or last items)."""
+    starts = np.cumsum(lengths) - lengths  # (n,)
+    pos = np.arange(parent.shape[0]) - starts[parent]  # (V,) index of each item in its list
+    m = spec.max_len
+    in_cap = pos < m if spec.keep == "first" else pos >= lengths[parent] - m
+    keep = good[parent] & in_cap
+    kept_lengths = np.minimum(lengths, m)[good]
+    keys, _, names = _categorical(items.filter(pa.array(keep)), want_names)
+    return ListChunk(kept_lengths, keys, names, int((lengths[good] > m).sum()))
+
+
 def _order_key(col: pa.Array, path: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``sort_by`` column -> (keys (n,) float64, bad (n,) bool): numbers or ISO-8601 times."""
     if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
@@ -169,6 +201,11 @@ def _to_chunk(batch: pa.RecordBatch, schema: TabularSchema, path: str, first_lin
     bad = {schema.label: label_bad}
     for j, name in enumerate(schema.dense):
         dense[:, j], bad[name] = _numbers(cols[name], path, name, blank)
+    list_of = schema.list_of
+    parsed = {}
+    for name, spec in list_of.items():
+        parsed[name] = _lists(cols[name], spec)
+        bad[name] = parsed[name][3]
     order_key = None
     if schema.sort_by is not None:
         order_key, bad_key = _order_key(cols[schema.sort_by], path, schema.sort_by)
@@ -181,16 +218,19 @@ def _to_chunk(batch: pa.RecordBatch, schema: TabularSchema, path: str, first_lin
         if not skip:
             raise examples[0].to_error()
     good = ~row_bad
-    keys = np.zeros((n, len(schema.categorical)), np.uint64)  # (n, T)
+    one_hot = [c for c in schema.categorical if c not in list_of]
+    keys = np.zeros((n, len(one_hot)), np.uint64)  # (n, T one-hot)
     missing = np.zeros(keys.shape, bool)
     names = []
-    for t, name in enumerate(schema.categorical):
+    for t, name in enumerate(one_hot):
         keys[:, t], missing[:, t], table_names = _categorical(cols[name], want_names)
         names.append(table_names)
+    lists = tuple(_keep_lists(parsed[c][0], parsed[c][1], parsed[c][2], good, list_of[c], want_names)
+                  for c in schema.categorical if c in list_of)
     return RawChunk(label=label[good].astype(np.float32), dense=dense[good], keys=keys[good],
                     missing=missing[good], bad_count=int(row_bad.sum()), bad=examples,
                     names=tuple(names) if want_names else None,  # type: ignore[arg-type]
-                    order_key=None if order_key is None else order_key[good])
+                    order_key=None if order_key is None else order_key[good], lists=lists)
 
 
 def _explain(cols: dict[str, pa.Array], bad: dict[str, np.ndarray], schema: TabularSchema,
@@ -198,6 +238,8 @@ def _explain(cols: dict[str, pa.Array], bad: dict[str, np.ndarray], schema: Tabu
     name = next(c for c, b in bad.items() if b[i])
     if name == schema.label:
         expected = schema.label_rule.describe()
+    elif name in schema.list_of:
+        expected = f"a list of values separated by {schema.list_of[name].sep!r}, no item empty"
     elif name == schema.sort_by:
         expected = "a number or an ISO-8601 time (sort_by)"
     else:
@@ -241,9 +283,10 @@ class _RaggedRows:
 
 
 def _empty_chunk(schema: TabularSchema) -> RawChunk:
-    t = len(schema.categorical)
+    t = len(schema.categorical) - len(schema.lists)
     return RawChunk(np.zeros(0, np.float32), np.zeros((0, len(schema.dense))), np.zeros((0, t), np.uint64),
-                    np.zeros((0, t), bool), order_key=np.zeros(0) if schema.sort_by else None)
+                    np.zeros((0, t), bool), order_key=np.zeros(0) if schema.sort_by else None,
+                    lists=tuple(ListChunk(np.zeros(0, np.int64), np.zeros(0, np.uint64)) for _ in schema.lists))
 
 
 # --------------------------------------------------------------------------- reading
