@@ -236,7 +236,7 @@ def measure_tier(tier: str, spec: CalibrationSpec, work: Path) -> TierRates:
 def _long_run(spec: CalibrationSpec) -> int:
     """Steps of the long planner runs: past any up-front profile, so that the
     one-off profiling cost and the per-lookup cost vary independently."""
-    profiled = max(make_policy(p).profile_steps(None) for p in spec.policies)
+    profiled = max((make_policy(p).profile_steps(None) for p in spec.policies), default=0)
     return max(3 * spec.steps, profiled + 2 * spec.steps)
 
 
@@ -410,9 +410,24 @@ def _link_rank(rank: int, world: int, port: int, repeats: int, out: str) -> None
                 times_r.append(time.perf_counter() - t0)
             a2a.append(float(np.median(times_a[1:])))
             ar.append(float(np.median(times_r[1:])))
+        # Steps in miniature: the same CPU work on every rank, then a collective.
+        # On a machine the ranks share, one rank is often descheduled while the
+        # others wait for it: the step lasts longer than the work.
+        x = torch.rand(96, 96)
+        busy, whole = [], []
+        for _ in range(repeats + 1):
+            dist.barrier()
+            t0 = time.perf_counter()
+            for _ in range(400):
+                x = torch.tanh(x @ x)  # ~20 ms of one thread
+            t1 = time.perf_counter()
+            dist.all_reduce(torch.zeros(1))
+            busy.append(t1 - t0)
+            whole.append(time.perf_counter() - t0)
     finally:
         dist.destroy_process_group()
-    Path(out).write_bytes(pickle.dumps({"a2a": a2a, "allreduce": ar}))
+    Path(out).write_bytes(pickle.dumps({"a2a": a2a, "allreduce": ar, "busy": busy[1:],
+                                        "whole": whole[1:]}))
 
 
 def measure_link(spec: CalibrationSpec, *, world: int = 2) -> Link:
@@ -457,9 +472,13 @@ def measure_link(spec: CalibrationSpec, *, world: int = 2) -> Link:
     def rate(per_byte: float) -> float:
         return 1.0 / per_byte if per_byte > 0 else 1e12  # no measurable cost per byte
 
+    # The busy loop: the collective ends with the slowest rank; the work is the mean rank's.
+    whole = float(np.median(np.max([r["whole"] for r in res], axis=0)))
+    busy = float(np.median(np.mean([r["busy"] for r in res], axis=0)))
+    sync = max(0.0, (whole - ring * float(cr[0])) / busy - 1.0) if busy > 0 else 0.0
     return Link(bytes_per_s=rate(float(ca[1])), latency_s=float(ca[0]), measured=True,
                 allreduce_bytes_per_s=rate(float(cr[1])), allreduce_latency_s=float(cr[0]),
-                how=f"gloo, {world} ranks on this machine's loopback, 1 thread each")
+                sync_penalty=sync, how=f"gloo, {world} ranks on this machine's loopback, 1 thread each")
 
 
 # ---------------------------------------------------------------------- route

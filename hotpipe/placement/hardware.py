@@ -109,7 +109,11 @@ class Link:
         all_reduce  2 (W - 1) * allreduce_latency_s
                     + 2 (W - 1) / W * payload / allreduce_bytes_per_s   (a ring)
 
-    ``allreduce_*`` of 0 take the all-to-all's values.
+    ``allreduce_*`` of 0 take the all-to-all's values. ``sync_penalty``: on a
+    machine that ranks share with each other (and with other work), how much
+    longer a step of equal work on every rank lasts than the work, because
+    the collective waits for whichever rank was descheduled (measured with
+    the link's ranks; 0 for ranks on machines of their own).
     """
 
     bytes_per_s: float = 10e9
@@ -117,6 +121,7 @@ class Link:
     measured: bool = False
     allreduce_bytes_per_s: float = 0.0
     allreduce_latency_s: float = 0.0
+    sync_penalty: float = 0.0
     how: str = "assumed"
 
     def all_to_all_s(self, world_size: int, nbytes: Any) -> Any:
