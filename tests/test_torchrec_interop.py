@@ -23,7 +23,7 @@ from hotpipe.cli import main
 from hotpipe.config import load_config
 from hotpipe.data.batch import JaggedIds
 from hotpipe.data.layout import TableLayout
-from hotpipe.errors import DataFormatError
+from hotpipe.errors import CheckpointError, DataFormatError, HotpipeError
 from hotpipe.interop.ebc_state import ebc_key, from_ebc_state, to_ebc_state
 from hotpipe.interop.kjt import batch_from_kjt, kjt_to_sparse, lookup_kjt, read_kjt
 from hotpipe.interop.runs import export_feed, export_run, import_feed, import_run
@@ -35,8 +35,9 @@ from hotpipe.train.feed import DirectFeed
 from hotpipe.train.run import build_components, train
 from tests.conftest import make_dataset
 
-# Deprecation chatter of fbgemm_gpu's imports is not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# Deprecation chatter of fbgemm_gpu's and TorchRec's planner is not ours to fix.
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 
 @functools.cache
@@ -436,3 +437,39 @@ def test_a_trained_torchrec_ebc_imports_into_a_tiered_run(tr, tmp_path):
     c.close()
     state, _ = export_run(tmp_path / "run")
     assert all(torch.equal(state[k], v) for k, v in ebc.state_dict().items())
+
+
+def test_export_refuses_a_dataset_the_run_did_not_train_on(tmp_path):
+    data = make_dataset(tmp_path / "d", rows=300, cards=(40, 9, 70))
+    other = make_dataset(tmp_path / "o", rows=300, cards=(40, 9, 70), seed=1)
+    train(_cfg(data), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="not the one the run trained on"):
+        export_run(tmp_path / "run", data=other)
+    moved = tmp_path / "moved"
+    data.rename(moved)  # the run's data.path is gone: --data names where it is now
+    with pytest.raises(HotpipeError):
+        export_run(tmp_path / "run")
+    state, _ = export_run(tmp_path / "run", data=moved)
+    assert sorted(state) == [ebc_key(n) for n in ("C1", "C2", "C3")]
+
+
+@pytest.mark.slow
+def test_a_sharded_torchrec_model_exports_into_hotpipe(tr, tmp_path):
+    """DistributedModelParallel (one gloo rank) keeps tables in FBGEMM's TBE and hands out
+    ShardedTensors: their single local shard is read as the table."""
+    from torchrec.distributed import DistributedModelParallel
+
+    dist = torch.distributed
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1),
+                            rank=0, world_size=1)
+    try:
+        ebc = _ebc(tr, LAYOUT, DIM)
+        dmp = DistributedModelParallel(module=ebc, device=torch.device("cpu"))
+        kjt = _kjt_of(_random_bags(0, 4), ["C1", "C2", "C3"])
+        want = _ebc_pooled(dmp, kjt, LAYOUT).detach()
+        opt = make_row_optimizer("sgd", lr=0.1, dim=DIM)
+        feed = DirectFeed(store=SlotStore.allocate(LAYOUT.num_rows, DIM, opt), layout=LAYOUT)
+        import_feed(feed, dmp.state_dict(), LAYOUT, optimizer=opt)
+        torch.testing.assert_close(read_kjt(feed.read_rows, kjt, LAYOUT), want, rtol=0, atol=1e-6)
+    finally:
+        dist.destroy_process_group()
