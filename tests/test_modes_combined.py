@@ -117,6 +117,19 @@ def test_hotline_and_slipstream_together(data, tmp_path):
     assert np.array_equal(loss, ref_loss, equal_nan=True) and np.array_equal(rec, ref_rec)
     assert _math(m["skip"]) == _math(ref["skip"]) and m["skip"]["samples_skipped"] > 0
     assert m["schedule"]["popular_fraction"] > 0 and m["skip"]["samples_not_planned"] > 0
+    # the run report says what each mode changed, with the run's own numbers
+    from hotpipe.train.report import write_report
+
+    text = write_report(tmp_path / "t").read_text()
+    assert "## Sample order (schedule.mode)" in text and "## Stale-sample skipping (skip.mode)" in text
+    sk, sc = m["skip"], m["schedule"]
+    assert f"| samples skipped | {sk['samples_skipped']:,} of {sk['samples_seen']:,}" in text
+    assert f"| popular samples | {sc['popular_fraction']:.1%} |" in text
+    assert f"| popular | {sc['batches']['popular']:,} |" in text
+    assert f"| skipped samples left out of the plans | {sk['samples_not_planned']:,} (" in text
+    from hotpipe.train.mode_report import mode_sections
+
+    assert mode_sections({"val_auc": 0.7}) == []  # an exact run's report has neither section
     # Every epoch passes over each trained row once in the scheduled order; the rows
     # trained are those minus the skipped ones (recomputed from the stale sets).
     cfg = _cfg(data, *mode)

@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
+from hotpipe.train.mode_report import mode_sections  # noqa: E402
+
 
 def _read_history(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     train: list[dict[str, Any]] = []
@@ -85,7 +87,8 @@ def write_report(run_dir: str | Path) -> Path:
                     "stall_seconds"):
             v = cache.get(key)
             lines.append(f"| cache.{key} | {v:.5g} |" if isinstance(v, float) else f"| cache.{key} | {v} |")
-    lines += [""] + [f"![{p.stem}](plots/{p.name})" for p in sorted(plots.glob("*.png"))]
+    lines += ["", *mode_sections(metrics)]  # schedule.mode / skip.mode: what they changed
+    lines += [f"![{p.stem}](plots/{p.name})" for p in sorted(plots.glob("*.png"))]
     out = run / "report.md"
     out.write_text("\n".join(lines) + "\n")
     return out
