@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--drift", type=float, default=0.0)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--capacity", default="0.02")
     ap.add_argument("--window", type=int, default=64, help="cache.window and schedule.window")
     ap.add_argument("--depth", type=int, default=2)
@@ -150,7 +151,7 @@ def main() -> None:
     teacher = json.loads((data / "manifest.json").read_text()).get("teacher_auc")
     common = [f"data.path={data}", f"data.batch_size={a.batch_size}", f"model.embedding_dim={a.dim}",
               f"model.bottom=[64,{a.dim}]", "model.top=[64,1]", "train.progress=false",
-              f"train.threads={a.threads}", f"data.val_fraction={a.val_fraction}",
+              f"train.threads={a.threads}", f"train.epochs={a.epochs}", f"data.val_fraction={a.val_fraction}",
               f"data.max_val_rows={a.max_val_rows}", f"cache.capacity={a.capacity}",
               f"cache.window={a.window}", f"cache.depth={a.depth}", f"schedule.window={a.window}",
               f"skip.warmup={a.warmup}", f"skip.interval={a.interval}"]
@@ -201,7 +202,7 @@ def main() -> None:
             f"lookahead at capacity {a.capacity} over {'a cold ' if a.cold else ''}{a.backing} tier, "
             f"window {a.window}, depth {a.depth}")
     note = (f"{ds_note}; teacher AUC {teacher if teacher is None else f'{teacher:.4f}'}; batch "
-            f"{a.batch_size}, dim {a.dim}, 1 epoch, {med['exact'] and runs[0]['steps']} steps; {tier}; "
+            f"{a.batch_size}, dim {a.dim}, {a.epochs} epoch(s), {runs[0]['steps']} steps; {tier}; "
             f"skip warmup {a.warmup}, interval {a.interval}, lag {plan_lag(cfgs['exact'].cache)}; "
             f"medians of {a.repeats} interleaved repeats; 1-min load average "
             f"{min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} cores")

@@ -110,6 +110,7 @@ def test_lagged_skipping_plans_fewer_rows_and_stays_exact(data, tmp_path):
     assert now["skip"]["samples_not_planned"] == 0 and now["skip"]["samples_skipped"] > 0
 
 
+@pytest.mark.slow
 def test_hotline_and_slipstream_together(data, tmp_path):
     mode = [*SKIP, *HOTLINE, "train.epochs=2"]
     ref_loss, ref_rec, ref = _run(data, tmp_path / "ref", *mode)
@@ -151,6 +152,7 @@ def test_hotline_and_slipstream_together(data, tmp_path):
     assert plain != loss  # skipping changed the hotline run
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_a_pending_stale_set(data, tmp_path):
     # lag 7, estimates after steps 12, 18, 24 (applying from 19, 25, 31): the checkpoint at
     # step 22 holds one set applying and one pending; hotline order on top.
