@@ -21,6 +21,8 @@ _EXPORTS = {
     "SynthSummary": "synth",
     "SynthConfig": "synth",
     "make_teacher": "synth",
+    "synthesize_behaviour": "synth_behaviour",
+    "BehaviourConfig": "synth_behaviour",
     "KAGGLE_CARDINALITIES": "synth",
     "TabularSchema": "schema",
     "read_criteo": "criteo",
