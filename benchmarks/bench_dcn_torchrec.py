@@ -143,11 +143,11 @@ class HotpipeArm:
     def step(self, b: Batch) -> float:
         if self.kjt:
             look = lookup_kjt(self.embedding, b.kjt, self.layout)
-            emb = look.emb
+            inputs = look.inputs
         else:
             slots = b.ids + self.offsets  # (B, T), what the untiered feed yields
-            emb = self.embedding.lookup(slots)  # (B, T, D) leaf
-        loss = self.loss_fn(self.model(b.dense, emb), b.labels)
+            emb = inputs = self.embedding.lookup(slots)  # (B, T, D) leaf
+        loss = self.loss_fn(self.model(b.dense, inputs), b.labels)
         self.dense_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.dense_opt.step()

@@ -21,17 +21,19 @@ from torch import nn
 
 from hotpipe.cli import main
 from hotpipe.config import load_config
-from hotpipe.data.batch import JaggedIds
+from hotpipe.data.batch import Batch, JaggedIds
 from hotpipe.data.layout import TableLayout
 from hotpipe.errors import CheckpointError, DataFormatError, HotpipeError
 from hotpipe.interop.ebc_state import ebc_key, from_ebc_state, to_ebc_state
 from hotpipe.interop.kjt import batch_from_kjt, kjt_to_sparse, lookup_kjt, read_kjt
 from hotpipe.interop.runs import export_feed, export_run, import_feed, import_run
+from hotpipe.model.bags import model_input, pool
+from hotpipe.model.dcn import DCN
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
 from hotpipe.storage.slots import SlotStore
 from hotpipe.train.checkpoint import load_checkpoint
-from hotpipe.train.feed import DirectFeed
+from hotpipe.train.feed import DirectFeed, global_slots
 from hotpipe.train.run import build_components, train
 from tests.conftest import make_dataset
 
@@ -233,19 +235,52 @@ def test_multi_hot_lookup_and_update_equal_a_dense_embedding_bag(seed):
                           torch.tensor(np.cumsum([0] + [len(x) for x in bags[t]])[:-1]))
                         for t, r in enumerate(refs)], dim=1)  # (B, T, D)
     look = lookup_kjt(emb, kjt, LAYOUT)
-    torch.testing.assert_close(look.emb, want, rtol=0, atol=1e-6)
+    pooled = pool(look.inputs, "sum")  # what a model with model.pooling=sum computes
+    torch.testing.assert_close(pooled, want, rtol=0, atol=1e-6)
     feed = DirectFeed(store=store, layout=LAYOUT)
     torch.testing.assert_close(read_kjt(feed.read_rows, kjt, LAYOUT), want, rtol=0, atol=1e-6)
     lengths = torch.tensor([[len(x) for x in bags[t]] for t in range(3)]).t()  # (B, T)
     mean = read_kjt(feed.read_rows, kjt, LAYOUT, pooling="mean")
     torch.testing.assert_close(mean, want / lengths.clamp(min=1).unsqueeze(2), rtol=0, atol=1e-6)
     w = torch.randn(b, 3, DIM)
-    (look.emb * w).sum().backward()
+    (pooled * w).sum().backward()
     look.apply_gradients(emb)
     (want * w).sum().backward()
     for t, r in enumerate(refs):
         torch.testing.assert_close(store.weights[LAYOUT.bounds[t]:LAYOUT.bounds[t + 1]],
                                    r.weight.data - 0.1 * r.weight.grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_multi_hot_kjt_trains_like_the_equivalent_hotpipe_batch(pooling):
+    """lookup_kjt + model == the training loop's path for the same bags as a hotpipe Batch."""
+    b = 6
+    bags = _random_bags(11, b)
+    kjt = _kjt_of(bags, ["C2", "C1", "C3"])
+    sparse = JaggedIds(values=torch.tensor([i for t in range(3) for bag in bags[t] for i in bag],
+                                           dtype=torch.int64),
+                       offsets=torch.tensor(np.cumsum([0] + [len(x) for t in range(3) for x in bags[t]])),
+                       num_tables=3)
+    batch = Batch(dense=torch.randn(b, 13), sparse=sparse, labels=(torch.arange(b) % 2).float())
+    torch.manual_seed(0)
+    model = DCN(num_dense=13, num_tables=3, embedding_dim=DIM, bottom=[8, DIM], cross_layers=2,
+                cross_rank=2, structure="stacked", deep=[8], top=[1], pooling=pooling)
+    loss_fn = nn.BCEWithLogitsLoss()
+    store_a, emb_a = _store(3)
+    store_b, emb_b = _store(3)
+    look = lookup_kjt(emb_a, kjt, LAYOUT)
+    loss_a = loss_fn(model(batch.dense, look.inputs), batch.labels)
+    loss_a.backward()
+    look.apply_gradients(emb_a)
+    slots = global_slots(batch, torch.from_numpy(LAYOUT.offsets.copy()))  # as the feed yields them
+    assert torch.equal(look.slots, slots)
+    e = emb_b.lookup(slots)
+    loss_b = loss_fn(model(batch.dense, model_input(e, batch.sparse)), batch.labels)
+    loss_b.backward()
+    emb_b.apply_gradients(slots, e.grad)  # type: ignore[arg-type]
+    assert float(loss_a.detach()) == float(loss_b.detach())
+    assert torch.equal(store_a.weights, store_b.weights) and torch.equal(store_a.state, store_b.state)
+    assert not torch.equal(store_a.weights, _store(3)[0].weights)  # the update did happen
 
 
 def test_lookup_kjt_refuses_a_tiered_store():

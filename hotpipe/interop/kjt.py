@@ -38,13 +38,13 @@ import torch
 from hotpipe.data.batch import Batch, JaggedIds
 from hotpipe.data.layout import TableLayout
 from hotpipe.errors import DataFormatError
+from hotpipe.model.bags import JaggedRows, model_input, pool
 from hotpipe.model.embedding import SparseEmbedding
 
 __all__ = ["KJTLookup", "batch_from_kjt", "kjt_to_sparse", "lookup_kjt", "read_kjt",
            "table_order"]
 
 KeyMatch = Literal["name", "order"]
-Pooling = Literal["sum", "mean"]
 _WHERE = "KeyedJaggedTensor"
 
 
@@ -185,38 +185,37 @@ def batch_from_kjt(dense: torch.Tensor, kjt: Any, labels: torch.Tensor, layout: 
     return Batch(dense=dense, sparse=sparse, labels=labels)
 
 
-def _global(ids: JaggedIds, offsets: torch.Tensor) -> torch.Tensor:
-    """(L,) local ids of a table-major JaggedIds -> (L,) global rows."""
-    b = ids.batch_size
-    bag_len = ids.offsets[1:] - ids.offsets[:-1]  # (T*B,)
-    table_len = bag_len.reshape(ids.num_tables, b).sum(dim=1)  # (T,)
-    return ids.values + torch.repeat_interleave(offsets, table_len)
+def _slots(sparse: torch.Tensor | JaggedIds, layout: TableLayout) -> torch.Tensor:
+    """Global rows of the lookups, as the feeds hand them to the loop: (B, T), or (1, L)."""
+    offsets = torch.from_numpy(layout.offsets.copy())
+    if isinstance(sparse, torch.Tensor):
+        return sparse + offsets
+    return sparse.global_rows(offsets).view(1, -1)
 
 
 @dataclass
 class KJTLookup:
-    """The pooled rows of one KJT batch, and how to send their gradient back.
+    """The rows of one KJT batch, what the model takes, and how the gradient goes back.
 
-    ``emb`` is what a :data:`~hotpipe.model.base.RecModel` takes; ``leaf`` is
-    the tensor that collects the gradient (``emb`` itself for one-hot input,
-    the (T*B, D) pooled bags for multi-hot input). After ``loss.backward()``,
-    :meth:`apply_gradients` runs the row-wise sparse update, exactly as the
-    training loop does for a hotpipe batch.
+    The same three things hotpipe's training loop holds for one of its own
+    batches: ``slots`` (one per lookup), ``emb`` the looked-up rows (a leaf
+    that collects the gradient) and ``inputs`` what a
+    :data:`~hotpipe.model.base.RecModel` takes — ``emb`` itself for one-hot
+    input, the rows with their bags' offsets for multi-hot input
+    (:class:`~hotpipe.model.bags.JaggedRows`, pooled inside the model by its
+    ``model.pooling``). After ``loss.backward()``, :meth:`apply_gradients` runs
+    the row-wise sparse update exactly as the loop does.
     """
 
-    emb: torch.Tensor  # (B, T, D)
-    leaf: torch.Tensor  # (B, T, D) one-hot, (T*B, D) multi-hot
-    slots: torch.Tensor  # (B, T) or (L,) slots looked up
-    bag_offsets: torch.Tensor | None  # (T*B + 1,) multi-hot only
+    inputs: torch.Tensor | JaggedRows  # (B, T, D), or (L, D) rows + (T*B + 1,) offsets
+    emb: torch.Tensor  # (B, T, D) one-hot, (1, L, D) multi-hot; the leaf
+    slots: torch.Tensor  # (B, T) or (1, L)
 
     def apply_gradients(self, embedding: SparseEmbedding) -> None:
-        """Row-wise update of the looked-up rows with ``leaf.grad``."""
-        if self.leaf.grad is None:
+        """Row-wise update of the looked-up rows with ``emb.grad``."""
+        if self.emb.grad is None:
             raise RuntimeError("no gradient to apply: call loss.backward() first")
-        if self.bag_offsets is None:
-            embedding.apply_gradients(self.slots, self.leaf.grad)
-        else:
-            embedding.apply_bag_gradients(self.slots, self.bag_offsets, self.leaf.grad)
+        embedding.apply_gradients(self.slots, self.emb.grad)
 
 
 def lookup_kjt(embedding: SparseEmbedding, kjt: Any, layout: TableLayout, *,
@@ -228,7 +227,7 @@ def lookup_kjt(embedding: SparseEmbedding, kjt: Any, layout: TableLayout, *,
 
     Example:
         >>> look = lookup_kjt(embedding, kjt, layout)  # doctest: +SKIP
-        >>> loss = bce(model(dense, look.emb), labels); loss.backward()
+        >>> loss = bce(model(dense, look.inputs), labels); loss.backward()
         >>> look.apply_gradients(embedding)
 
     Raises:
@@ -239,42 +238,23 @@ def lookup_kjt(embedding: SparseEmbedding, kjt: Any, layout: TableLayout, *,
         raise ValueError(f"lookup_kjt needs an untiered store (one slot per row): the store has "
                          f"{embedding.store.num_slots} slots for {layout.num_rows} rows")
     sparse = kjt_to_sparse(kjt, layout, by=by)
-    offsets = torch.from_numpy(layout.offsets.copy())
-    if isinstance(sparse, torch.Tensor):
-        slots = sparse + offsets  # (B, T)
-        emb = embedding.lookup(slots)
-        return KJTLookup(emb=emb, leaf=emb, slots=slots, bag_offsets=None)
-    b, t = sparse.batch_size, sparse.num_tables
-    slots = _global(sparse, offsets)  # (L,)
-    leaf = embedding.lookup_bags(slots, sparse.offsets, t * b)  # (T*B, D), sum-pooled
-    return KJTLookup(emb=leaf.view(t, b, -1).transpose(0, 1), leaf=leaf, slots=slots,
-                     bag_offsets=sparse.offsets)
+    slots = _slots(sparse, layout)
+    emb = embedding.lookup(slots)  # (B, T, D) or (1, L, D) leaf
+    return KJTLookup(inputs=model_input(emb, sparse), emb=emb, slots=slots)
 
 
 def read_kjt(read_rows: Callable[[torch.Tensor], torch.Tensor], kjt: Any, layout: TableLayout, *,
-             by: KeyMatch = "name", pooling: Pooling = "sum") -> torch.Tensor:
+             by: KeyMatch = "name", pooling: str = "sum") -> torch.Tensor:
     """Pooled rows (B, T, D) of a KJT read through a feed (tiered or not; no gradient).
 
     Args:
-        read_rows: ``feed.read_rows`` — (B, T) global ids -> (B, T, D) current rows
-            (flush a tiered feed first so its backing tier is complete).
+        read_rows: ``feed.read_rows`` — (B, T) or (1, L) global rows -> their current
+            weights (flush a tiered feed first so its backing tier is complete).
         kjt: the sparse features.
         layout: hotpipe's tables.
         by: how keys map to tables.
-        pooling: ``sum`` (TorchRec's default) or ``mean`` (an empty bag pools to 0).
+        pooling: ``sum`` (TorchRec's default) or ``mean``; an empty bag pools to 0.
     """
     sparse = kjt_to_sparse(kjt, layout, by=by)
-    offsets = torch.from_numpy(layout.offsets.copy())
-    if isinstance(sparse, torch.Tensor):
-        return read_rows(sparse + offsets)  # (B, T, D); a bag of one is its row either way
-    b, t = sparse.batch_size, sparse.num_tables
-    ids = _global(sparse, offsets)  # (L,)
-    rows = read_rows(ids.reshape(-1, 1)).reshape(ids.numel(), -1)  # (L, D)
-    bag_len = sparse.offsets[1:] - sparse.offsets[:-1]  # (T*B,)
-    bags = torch.zeros(t * b, rows.shape[1], dtype=rows.dtype)
-    bags.index_add_(0, torch.repeat_interleave(torch.arange(t * b), bag_len), rows)
-    if pooling == "mean":
-        bags /= bag_len.clamp(min=1).unsqueeze(1).to(bags.dtype)
-    elif pooling != "sum":
-        raise ValueError(f"pooling must be 'sum' or 'mean', got {pooling!r}")
-    return bags.view(t, b, -1).transpose(0, 1).contiguous()
+    emb = read_rows(_slots(sparse, layout))  # (B, T, D) or (1, L, D)
+    return pool(model_input(emb, sparse), pooling).contiguous()
