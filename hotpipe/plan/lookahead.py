@@ -12,7 +12,8 @@ the worst policy there; BENCHMARKS.md "Rows moved"), bucketed by
 leaves first (an LRU tie-break, like LFU's). When counts are halved the
 no-use queues are rebuilt with the new buckets (O(capacity) every
 ``age_every`` steps). Rows sharing a finite next use leave lowest count
-first (exact counts).
+first (exact counts), then smaller id first: a total order, so that the
+compiled kernel (:mod:`hotpipe.plan.kernel`) and this reference agree exactly.
 
 How next uses are kept without a pass over the cache:
 
@@ -182,7 +183,8 @@ class _NextUsePool:
             self._groups.setdefault(low + g, []).append((ids[lo:hi], stamps[lo:hi]))
 
     def take(self, k: int) -> np.ndarray:
-        """Remove and return ``k`` valid rows, farthest next use first (ties: fewest lookups)."""
+        """Remove and return ``k`` valid rows, farthest next use first (ties: fewest lookups,
+        then the smaller id), in that order."""
         st = self.state
         out: list[np.ndarray] = []
         for g in sorted(self._groups, reverse=True):
@@ -193,12 +195,15 @@ class _NextUsePool:
             stamps = np.concatenate([p[1] for p in parts])
             ok = (st.slot_of.take(ids) >= 0) & (st.last_use.take(ids) == stamps)
             ids, stamps = ids[ok], stamps[ok]
-            if ids.shape[0] > k:
-                dist = (g + 1) * self.width - self.next_use.take(ids).astype(np.int64)
-                order = np.argpartition((dist << 31) | st.freq.take(ids), k - 1)
-                rest = order[k:]
+            # A total order (next use farthest, then fewest lookups, then the
+            # smaller id) makes the victims and their order a function of the
+            # state alone, so the compiled planner (plan/kernel.py) can be
+            # tested to give the same plans exactly.
+            order = np.lexsort((ids, st.freq.take(ids), -self.next_use.take(ids)))
+            rest = order[k:]
+            if rest.shape[0]:
                 self._groups[g] = [(ids[rest], stamps[rest])]
-                ids = ids[order[:k]]
+            ids = ids[order[:k]]
             out.append(ids)
             k -= ids.shape[0]
         return np.concatenate(out) if out else np.empty(0, dtype=np.int64)

@@ -23,6 +23,7 @@ from itertools import chain, islice
 import numpy as np
 
 from hotpipe.errors import CapacityError, ConfigError
+from hotpipe.plan import kernel as _kernel
 from hotpipe.plan.policies import make_policy
 from hotpipe.plan.state import FREQ_CAP, CacheState
 from hotpipe.plan.types import EvictionPolicy, StepPlan, StepRecord
@@ -42,6 +43,12 @@ class Planner:
         policy: ``"lookahead"`` (Belady within the window), ``"lru"``,
             ``"lfu"``, ``"static"`` (FAE), or an :class:`EvictionPolicy`
             instance. A name gives a fresh policy for each :meth:`plan` call.
+        kernel: ``"auto"`` plans ``policy="lookahead"`` with the compiled
+            kernel (:mod:`hotpipe.plan.kernel`, identical plans, several times
+            faster) when numba is installed, else with the numpy reference
+            (noted once on stderr); ``"reference"`` always uses the numpy
+            code; ``"compiled"`` requires the kernel. Policies other than the
+            ``"lookahead"`` name (instances included) always run the numpy code.
 
     Attributes:
         pinned_peak: after (part of) a run, the most rows pinned at once so
@@ -55,7 +62,7 @@ class Planner:
     """
 
     def __init__(self, *, num_rows: int, capacity: int, window: int, depth: int = 1,
-                 policy: str | EvictionPolicy = "lookahead") -> None:
+                 policy: str | EvictionPolicy = "lookahead", kernel: str = "auto") -> None:
         for key, value, low in (("num_rows", num_rows, 1), ("capacity", capacity, 1),
                                 ("window", window, 1), ("depth", depth, 0)):
             if not isinstance(value, int | np.integer) or value < low:
@@ -64,6 +71,11 @@ class Planner:
             if value >= 1 << 31:
                 raise ConfigError(key, f"at most 2**31 - 1 (int32 slots), found {value}")
         make_policy(policy)  # reject an unknown name now, not at the first step
+        if kernel not in ("auto", "reference", "compiled"):
+            raise ConfigError("kernel", f"expected auto, reference or compiled, found {kernel!r}")
+        if kernel == "compiled" and not _kernel.AVAILABLE:
+            raise ConfigError("kernel", "compiled needs numba, which is not installed")
+        self.kernel = kernel
         self.num_rows, self.capacity = int(num_rows), int(capacity)
         self.window, self.depth = int(window), int(depth)
         self.policy = policy
@@ -83,7 +95,19 @@ class Planner:
         total = len(steps) if isinstance(steps, Sized) else None
         return self._run(steps, total)
 
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`plan` runs the compiled kernel."""
+        return (self.policy == "lookahead" and self.kernel != "reference"
+                and _kernel.AVAILABLE)
+
     def _run(self, steps: Iterable[np.ndarray], total: int | None) -> Iterator[StepPlan]:
+        if self.compiled:
+            self.pinned_peak = 0
+            yield from _kernel.CompiledLookahead(self).run(iter(steps))
+            return
+        if self.policy == "lookahead" and self.kernel == "auto":
+            _kernel.note_fallback()
         policy = make_policy(self.policy)
         state = CacheState(self.num_rows, self.capacity, self.depth, self.window)
         k = policy.profile_steps(total)
