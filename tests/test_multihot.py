@@ -101,6 +101,31 @@ def test_round_trip_and_jagged_batches_match_brute_force(tmp_path):
         loader.sparse_ids(0)
 
 
+class _Shuffled(BatchLoader):
+    """A reordering loader (as schedule.py's): each step reads an index array of rows."""
+
+    def __init__(self, ds: ColumnarDataset, order: np.ndarray) -> None:
+        super().__init__(ds, batch_size=20, drop_last=True)
+        self.order = order
+
+    def rows(self, step: int) -> np.ndarray:  # type: ignore[override]
+        return self.order[step * 20:(step + 1) * 20]
+
+
+def test_a_reordering_loader_gathers_each_rows_lists(tmp_path):
+    cards = (40, 9, 60)
+    path, lists, one_hot = make_bag_dataset(tmp_path / "d", cards=cards)
+    order = np.random.default_rng(2).permutation(300)
+    loader = _Shuffled(ColumnarDataset.open(path), order)
+    for step in (0, 7):
+        sp = loader.batch(step).sparse
+        assert isinstance(sp, JaggedIds)
+        for t in range(3):
+            for i, r in enumerate(order[step * 20:(step + 1) * 20]):
+                lo, hi = int(sp.offsets[t * 20 + i]), int(sp.offsets[t * 20 + i + 1])
+                assert sp.values[lo:hi].tolist() == _ids_of(lists, one_hot, cards, int(r))[t]
+
+
 def test_sorted_write_reorders_the_lists_with_their_rows(tmp_path):
     cards = (40, 9, 60)
     order = np.random.default_rng(1).permutation(300)
