@@ -89,6 +89,7 @@ def test_planned_ids_leave_out_exactly_the_samples_keep_mask_drops():
     assert keep is not None and np.array_equal(~keep.numpy(), drop)
 
 
+@pytest.mark.slow
 def test_lagged_skipping_plans_fewer_rows_and_stays_exact(data, tmp_path):
     mode = [*SKIP, "train.max_steps=40"]
     ref_loss, ref_rec, ref = _run(data, tmp_path / "ref", *mode)  # untiered, same lag
