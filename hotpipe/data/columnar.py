@@ -251,12 +251,16 @@ class ColumnarDataset:
         ranges = dict(zip(self.one_hot, integrity.id_ranges(self.sparse), strict=True))
         for t, bag in self.bags.items():
             ranges[t] = integrity.id_ranges(bag.values.reshape(-1, 1))[0]
-            lengths = np.diff(np.asarray(bag.offsets))
-            if (lengths < 0).any() or lengths.max(initial=0) > self.tables[t].max_len:
-                raise DataFormatError("list offsets are not increasing or exceed max_len", path=str(
+            offsets = np.asarray(bag.offsets)
+            lengths = np.diff(offsets)
+            if (offsets[0] != 0 or offsets[-1] != bag.values.shape[0] or (lengths < 0).any()
+                    or lengths.max(initial=0) > self.tables[t].max_len):
+                raise DataFormatError("list offsets do not run from 0 to the values' count in steps "
+                                      "of 0..max_len", path=str(
                     self.path / bag_files(list(self.bags).index(t))[1]), field=self.tables[t].name,
                     expected=f"lengths in [0, {self.tables[t].max_len}]",
-                    found=f"lengths {int(lengths.min())}..{int(lengths.max())}")
+                    found=f"offsets {int(offsets[0])}..{int(offsets[-1])} for {bag.values.shape[0]} values, "
+                          f"lengths {int(lengths.min(initial=0))}..{int(lengths.max(initial=0))}")
         for t, rng in sorted(ranges.items()):
             if rng is not None and (rng[0] < 0 or rng[1] >= self.tables[t].cardinality):
                 self._raise_bad_id(t)
