@@ -334,24 +334,27 @@ def release_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS
 
 @_jit
 def load_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS: np.ndarray,
-              Q: np.ndarray, ring: np.ndarray, ids: np.ndarray, j: int, s: int) -> tuple[int, np.ndarray, np.ndarray]:
+              Q: np.ndarray, ring: np.ndarray, ids: np.ndarray, j: int, s: int,
+              scratch: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """Read step ``j`` into the window while step ``s`` is next to plan.
 
-    Returns ``(bad, uniq, inverse)``: ``bad`` is the position of the first id
-    out of range (then nothing changed) or -1; ``uniq`` (U,) int64 are the
-    distinct ids ordered by last occurrence (as ``CacheState.record``) and
-    ``inverse`` (L,) int32 maps each lookup to its position in ``uniq``.
+    Returns ``(bad, uniq, inverse, counts)``: ``bad`` is the position of the
+    first id out of range (then nothing changed) or -1; ``uniq`` (U,) int64
+    are the distinct ids ordered by last occurrence (as ``CacheState.record``),
+    ``inverse`` (L,) int32 maps each lookup to its position in ``uniq`` and
+    ``counts`` (U,) int64 are lookups per distinct id. ``scratch`` is (3, >= L) int64.
     """
     L = ids.shape[0]
     nrows = S[NROWS]
     for p in range(L):
         if ids[p] < 0 or ids[p] >= nrows:
-            return p, np.empty(0, np.int64), np.empty(0, np.int32)
+            return p, np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
     mask = ring.shape[0] - 1
     below = s - S[DEPTH]
-    found = np.empty(L, np.int64)
+    found = scratch[0]
+    idle = scratch[1]  # rows to add to step j's bucket
+    cnt = scratch[2]  # lookups per discovered row
     inv = np.empty(L, np.int32)
-    idle = np.empty(L, np.int64)  # rows to add to step j's bucket
     nidle = 0
     n = 0
     # Backward, so a row is found at its last occurrence; LOCC holds the
@@ -360,6 +363,7 @@ def load_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS: n
         x = ids[p]
         if R[x, LSTEP] == j:
             inv[p] = R[x, LOCC]
+            cnt[R[x, LOCC]] += 1
             continue
         if R[x, LSTEP] >= s:  # its latest occurrence is in a step not yet planned
             ring[R[x, LOCC] & mask] = j
@@ -371,13 +375,16 @@ def load_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS: n
         R[x, LSTEP] = j
         R[x, LOCC] = n
         found[n] = x
+        cnt[n] = 1
         inv[p] = n
         n += 1
     uniq = np.empty(n, np.int64)
+    counts = np.empty(n, np.int64)
     end = S[END]
     for k in range(n):
         x = found[n - 1 - k]
         uniq[k] = x
+        counts[k] = cnt[n - 1 - k]
         occ = end + k
         R[x, LOCC] = occ & _OCC_BITS
         ring[occ & mask] = NEVER
@@ -386,13 +393,13 @@ def load_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS: n
     S[END] = end + n
     li = _NB + (j & (S[FRING] - 1))
     _push_each(C, Cn, FS, S, Q, np.full(nidle, li, np.int64), idle, idle, nidle)
-    return -1, uniq, inv
+    return -1, uniq, inv, counts
 
 
 @_jit
 def plan_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS: np.ndarray,
-              Q: np.ndarray, ring: np.ndarray, free_slots: np.ndarray, uniq: np.ndarray, inv: np.ndarray,
-              s: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+              Q: np.ndarray, ring: np.ndarray, free_slots: np.ndarray, uniq: np.ndarray,
+              inv: np.ndarray, counts: np.ndarray, s: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                np.ndarray, np.ndarray]:
     """Plan step ``s``: status (0 ok, 1 over capacity, 2 too few victims) and the plan arrays
     (lookup_slots, unique_slots, fetch_ids, fetch_slots, evict_ids, evict_slots)."""
@@ -449,9 +456,6 @@ def plan_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS: n
         if slots[k] < 0:
             slots[k] = fslots[i]
             i += 1
-    counts = np.zeros(n, np.int64)
-    for p in range(L):
-        counts[inv[p]] += 1
     ep = S[EPOCH]
     mask = ring.shape[0] - 1
     base = S[BASE]
@@ -544,12 +548,13 @@ class CompiledLookahead:
     def run(self, it: Iterator[np.ndarray]) -> Iterator[StepPlan]:
         R, S, Q, p = self.R, self.S, self.Q, self.planner
         depth, window = p.depth, p.window
-        records: deque[tuple[int, tuple[int, ...], np.ndarray, np.ndarray]] = deque()
+        records: deque[tuple[int, tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]] = deque()
+        scratch = np.empty((3, 0), dtype=np.int64)
         loaded = 0
         s = 0
         while True:
             if records and records[0][0] == s - depth - 1:
-                _, _, uniq, _ = records.popleft()
+                uniq = records.popleft()[2]
                 self._reserve_chunks(uniq.shape[0])
                 release_step(R, S, self.C, self.Cn, self.FS, Q, uniq, s - depth - 1)
             while loaded < s + window:
@@ -562,18 +567,20 @@ class CompiledLookahead:
                 flat = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
                 self._reserve_ring(flat.shape[0])
                 self._reserve_chunks(flat.shape[0])
-                bad, uniq, inv = load_step(R, S, self.C, self.Cn, self.FS, Q, self.ring, flat,
-                                           loaded, s)
+                if scratch.shape[1] < flat.shape[0]:
+                    scratch = np.empty((3, 2 * flat.shape[0]), dtype=np.int64)
+                bad, uniq, inv, counts = load_step(R, S, self.C, self.Cn, self.FS, Q, self.ring,
+                                                   flat, loaded, s, scratch)
                 if bad >= 0:
                     checked_ids(loaded, ids, p.num_rows)  # raises, naming the step
-                records.append((loaded, ids.shape, uniq, inv))
+                records.append((loaded, ids.shape, uniq, inv, counts))
                 loaded += 1
             if not records or records[-1][0] < s:
                 return
-            step, shape, uniq, inv = records[s - records[0][0]]
+            step, shape, uniq, inv, counts = records[s - records[0][0]]
             self._reserve_chunks(0)
             status, lookup, uslots, fetch, fslots, ev, evslots = plan_step(
-                R, S, self.C, self.Cn, self.FS, Q, self.ring, self.free_slots, uniq, inv, s)
+                R, S, self.C, self.Cn, self.FS, Q, self.ring, self.free_slots, uniq, inv, counts, s)
             p.pinned_peak = int(S[PEAK])
             if status == 1:
                 first = max(0, s - depth)
