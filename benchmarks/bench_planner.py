@@ -6,19 +6,26 @@ rows, hot rows scattered by a fixed permutation. Every policy plans the same
 in-memory trace, so the ratios against LRU in the printout are side by side.
 
     python benchmarks/bench_planner.py --steps 200 --out bench_planner.json
+
+Then the lookahead planner alone (no move counting), compiled kernel vs the
+numpy reference, arms interleaved, ``--repeats`` runs each: steady-state
+lookups/s after the first step, by wall clock and by the thread's CPU time
+(less disturbed by other processes on a shared machine), with the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import time
 
 import numpy as np
 
 from hotpipe.capacity import Capacity
-from hotpipe.plan import min_capacity
+from hotpipe.plan import Planner, kernel, min_capacity
 from hotpipe.plan.simulate import SimResult, format_table, replay
 
 CRITEO_KAGGLE_CARDINALITIES = [
@@ -41,6 +48,48 @@ def zipf_trace(cards: list[int], *, steps: int, batch: int, alpha: float,
     return [ids[s * batch : (s + 1) * batch] for s in range(steps)]
 
 
+def planner_only(trace: list[np.ndarray], *, num_rows: int, capacity: int, window: int,
+                 depth: int, kernel_name: str) -> tuple[float, float]:
+    """Steady (wall, cpu) lookups/s of the lookahead planner, the first step excluded."""
+    planner = Planner(num_rows=num_rows, capacity=capacity, window=window, depth=depth,
+                      kernel=kernel_name)
+    it = planner.plan(trace)
+    next(it)  # setup: per-row state, the first window, compilation (cached after once)
+    lookups = sum(int(x.size) for x in trace[1:])
+    w0, c0 = time.perf_counter(), time.thread_time()
+    for _ in it:
+        pass
+    return lookups / (time.perf_counter() - w0), lookups / (time.thread_time() - c0)
+
+
+def compare_kernels(trace: list[np.ndarray], args: argparse.Namespace, num_rows: int,
+                    caps: list[int]) -> list[dict]:
+    arms = ["compiled", "reference"] if kernel.AVAILABLE else ["reference"]
+    out = []
+    for cap in caps:
+        runs: dict[str, list[tuple[float, float]]] = {a: [] for a in arms}
+        loads = [os.getloadavg()[0]]
+        for _ in range(args.repeats):
+            for arm in arms:  # interleaved, so drifting load hits both
+                runs[arm].append(planner_only(trace, num_rows=num_rows, capacity=cap,
+                                              window=args.window, depth=args.depth,
+                                              kernel_name=arm))
+                loads.append(os.getloadavg()[0])
+        row: dict = {"capacity_rows": cap, "load_min": min(loads), "load_max": max(loads)}
+        for arm in arms:
+            row[arm] = {"wall_M": statistics.median(r[0] for r in runs[arm]) / 1e6,
+                        "cpu_M": statistics.median(r[1] for r in runs[arm]) / 1e6}
+        msg = "  ".join(f"{a}: {row[a]['wall_M']:.1f}M/s wall, {row[a]['cpu_M']:.1f}M/s cpu"
+                        for a in arms)
+        if len(arms) == 2:
+            row["speedup_cpu"] = row["compiled"]["cpu_M"] / row["reference"]["cpu_M"]
+            msg += f"  (compiled/reference {row['speedup_cpu']:.2f}x by cpu time)"
+        print(f"lookahead planner alone at {cap} rows, median of {args.repeats}: {msg}; "
+              f"load {row['load_min']:.1f}-{row['load_max']:.1f} on {os.cpu_count()} cpus")
+        out.append(row)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=0.1)
@@ -52,6 +101,8 @@ def main() -> None:
     ap.add_argument("--capacity", default="0.01,0.1")
     ap.add_argument("--policies", default="lru,lookahead,lfu,static")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per arm of the kernel comparison")
+    ap.add_argument("--skip-replay", action="store_true", help="only the kernel comparison")
     ap.add_argument("--out", default="bench_planner.json")
     args = ap.parse_args()
 
@@ -65,12 +116,15 @@ def main() -> None:
           f"(trace made in {time.perf_counter() - t0:.1f}s); pinned working set "
           f"{need:,} rows at depth {args.depth}")
     results: list[SimResult] = []
-    for cap in args.capacity.split(","):
-        rows = Capacity.parse(cap, "--capacities").rows(num_rows, bytes_per_row=1)
+    caps = [Capacity.parse(c, "--capacities").rows(num_rows, bytes_per_row=1)
+            for c in args.capacity.split(",")]
+    kernels = compare_kernels(trace, args, num_rows, caps)
+    for rows in caps if not args.skip_replay else []:
         for policy in args.policies.split(","):
             results.append(replay(trace, num_rows=num_rows, capacity_rows=rows, policy=policy,
                                   window=args.window, depth=args.depth))
-    print(format_table(results))
+    if results:
+        print(format_table(results))
     for r in results:
         if r.error is None and r.seconds > r.setup_seconds:
             steady = r.lookups / (r.seconds - r.setup_seconds) / 1e6
@@ -80,7 +134,8 @@ def main() -> None:
     meta.update(num_rows=num_rows, min_capacity=need, machine=platform.platform(),
                 processor=platform.processor())
     with open(args.out, "w") as f:
-        json.dump({"config": meta, "results": [r.to_dict() for r in results]}, f, indent=2)
+        json.dump({"config": meta, "results": [r.to_dict() for r in results],
+                   "kernels": kernels}, f, indent=2)
     print(f"wrote {args.out}")
 
 
