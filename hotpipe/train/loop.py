@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from hotpipe.data.loader import BatchLoader
 from hotpipe.errors import DivergedError
+from hotpipe.model.bags import model_input
 from hotpipe.model.base import RecModel
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.train.feed import Feed
@@ -74,8 +75,8 @@ def train_steps(*, model: RecModel, embedding: SparseEmbedding, feed: Feed,
             inp = full if keep is None else kept_samples(full, keep)  # (K <= B) samples
             value = math.nan
             if inp.batch.size:
-                emb = embedding.lookup(inp.slots)  # (B, T, D) leaf
-                logits = model(inp.batch.dense, emb)  # (B,)
+                emb = embedding.lookup(inp.slots)  # (B, T, D) leaf; multi-hot (1, L, D): a row per id
+                logits = model(inp.batch.dense, model_input(emb, inp.batch.sparse))  # (B,)
                 loss = loss_fn(logits, inp.batch.labels)
                 value = float(loss.detach())  # the loss is read every step anyway (losses.json)
                 if not math.isfinite(value):
