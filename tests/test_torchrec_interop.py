@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from hotpipe._fs import DirLock
 from hotpipe.cli import main
 from hotpipe.config import load_config
 from hotpipe.data.batch import Batch, JaggedIds
@@ -402,6 +403,12 @@ def test_cli_export_import(tmp_path, capsys):
     state, optim = export_run(tmp_path / "run")
     assert all(torch.equal(state[k], saved["state_dict"][k] * 2) for k in state)
     assert all(float(s.abs().sum()) == 0 for o in optim.values() for s in o.values())
+    held = DirLock(tmp_path / "run" / ".lock", "training run")  # a training run holds it
+    try:
+        assert main(["torchrec", "import", str(bare), str(tmp_path / "run")]) == 2
+        assert "in use by another hotpipe process" in capsys.readouterr().err
+    finally:
+        held.release()
     bad = tmp_path / "bad.pt"
     bad.write_text("not a torch file")
     assert main(["torchrec", "import", str(bad), str(tmp_path / "run")]) == 2
