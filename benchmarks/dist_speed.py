@@ -28,15 +28,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hotpipe.config import RunConfig, validate
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.run import train_distributed
 from hotpipe.distributed.spawn import run_ranks
+from hotpipe.plan.planner import Planner
 from hotpipe.train.run import train
 
 
 def _rank(ctx: DistContext, cfg: RunConfig, out: str) -> dict[str, Any]:
+    _warm_planner()
     return train_distributed(cfg, out, ctx, overwrite=True)
+
+
+def _warm_planner() -> None:
+    """Plan two tiny steps first: a compiled planner kernel (plan/kernel.py, numba) is
+    compiled or loaded from its cache on its first call in a process, seconds to
+    minutes on a loaded machine, which is start-up, not training."""
+    list(Planner(num_rows=8, capacity=4, window=2, depth=1).plan([np.array([1, 2]), np.array([3])]))
 
 
 def _cfg(a: argparse.Namespace, threads: int, tiered: bool) -> RunConfig:
@@ -57,6 +68,7 @@ def _one(arm: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
     w = a.ranks
     out = str(work / arm)
     if arm.startswith("1proc"):
+        _warm_planner()
         m = train(_cfg(a, 1 if arm == "1proc-1t" else w, False), out, overwrite=True)
         return {"samples_per_s": m["samples_per_s"], "train_seconds": m["train_seconds"]}
     results = run_ranks(_rank, w, args=(_cfg(a, 1, arm.endswith("tiered")), out), timeout=600)

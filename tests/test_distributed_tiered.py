@@ -42,12 +42,13 @@ CARDS = (50, 7, 300, 20)
 
 
 def _cfg(data: Path, optim: str, *, backing: str = "host", capacity: Any = 40,
-         steps: int = STEPS, batch: int = 32) -> RunConfig:
+         steps: int = STEPS, batch: int = 32, checkpoint_every: int = 0) -> RunConfig:
     return validate({
         "data": {"path": str(data), "batch_size": batch, "val_fraction": 0.1},
         "model": {"embedding_dim": 8, "bottom": [16, 8], "top": [16, 1]},
         "optim": {"embedding": optim, "embedding_lr": 0.1, "dense": "adagrad", "dense_lr": 0.05},
-        "train": {"max_steps": steps, "progress": False, "seed": 3},
+        "train": {"max_steps": steps, "progress": False, "seed": 3,
+                  "checkpoint_every": checkpoint_every},
         "cache": {"policy": "lookahead", "capacity": capacity, "window": 4, "depth": 1,
                   "backing": backing},
     })
@@ -175,8 +176,10 @@ def test_tiered_resume_equals_the_unbroken_run(first: int, then: int, backing: s
     out = tmp_path / "run"
     evictions = 0
     for steps, world, resume in ((3, first, False), (6, then, True)):
-        # 35 slots a rank: what 2 ranks' in-flight steps pin here, fewer than they touch
-        cfg = _cfg(data, "rowwise_adagrad", backing=backing, steps=steps, batch=48, capacity=35)
+        # 35 slots a rank: what 2 ranks' in-flight steps pin here, fewer than they touch.
+        # A checkpoint at step 2 flushes while the movers run ahead: training goes on exactly.
+        cfg = _cfg(data, "rowwise_adagrad", backing=backing, steps=steps, batch=48, capacity=35,
+                   checkpoint_every=2)
         results = run_ranks(_train_run, world, args=(cfg, str(out), resume), timeout=60)
         assert [r.exitcode for r in results] == [0] * world, [r.error for r in results]
         m = json.loads((out / "metrics.json").read_text())

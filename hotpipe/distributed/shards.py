@@ -145,9 +145,9 @@ class _OwnedTrace:
         self._ids: dict[int, np.ndarray] = {}
 
     def owned_ids(self, k: int) -> np.ndarray:
-        g = np.unique(self.loader.sparse_ids(k) + self.offsets)  # (U,) global ids, sorted
+        g = (self.loader.sparse_ids(k) + self.offsets).ravel()  # (B*T,) global ids
         w, r = self.sharding.world_size, self.sharding.rank
-        mine = g[g % w == r]
+        mine = np.unique(g[g % w == r])  # (U,) sorted; filtered first: sorts 1/W of the ids
         if len(self.replicated):
             mine = mine[~np.isin(mine, self.replicated, assume_unique=True)]
         return mine // w  # sorted: g -> g // W is monotone on one residue class
