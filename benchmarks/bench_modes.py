@@ -14,7 +14,8 @@ from the page cache before every read, so fetches read the disk as a table
 much larger than RAM would (a benchmark-only device: see its docstring).
 
 Slipstream arms run with the stale set lagged by the planner's reach
-(``train/skip.py``: ``plan_lag``) so skipped samples' rows are not fetched;
+(``train/skip.py``: ``plan_lag``) so skipped samples' rows are not fetched,
+and read their snapshots without flushing the fast tier (``current_rows``);
 ``--whole-plans`` adds a slip arm whose planner still sees every sample
 (rows saved = the difference).
 
@@ -42,7 +43,7 @@ from benchmarks.cold_tier import make_cold  # noqa: E402
 from hotpipe.config import RunConfig, load_config  # noqa: E402
 from hotpipe.data.synth import synthesize  # noqa: E402
 from hotpipe.train.run import build_components, train  # noqa: E402
-from hotpipe.train.skip import plan_lag  # noqa: E402
+from hotpipe.train.skip import current_rows, plan_lag  # noqa: E402
 
 
 def arms(targets: list[float], combined: float, whole: bool) -> dict[str, list[str]]:
@@ -64,8 +65,9 @@ def _run(cfg: RunConfig, out: Path, *, cold: bool, whole: bool) -> dict[str, Any
     dropped = None
     if cold:
         dropped = make_cold(c)
-    if c.skipper is not None:  # the lag that lets the planner see each stale set
-        c.skipper = c.skipper.with_lag(plan_lag(cfg.cache), plan_filter=not whole)
+    if c.skipper is not None:  # the lag that lets the planner see each stale set; no flushes
+        c.skipper = c.skipper.with_lag(plan_lag(cfg.cache), plan_filter=not whole,
+                                       read_rows=current_rows(c.feed))
     m = train(cfg, out, overwrite=True, components=c)
     ca, s, k = m["cache"], m.get("schedule", {}), m.get("skip", {})
     return {"val_auc": m["val_auc"], "val_logloss": m["val_logloss"],

@@ -15,7 +15,7 @@ from hotpipe.config import RunConfig, load_config
 from hotpipe.data.schedule import ScheduledLoader
 from hotpipe.train.checkpoint import load_checkpoint
 from hotpipe.train.run import build_components, train
-from hotpipe.train.skip import StaleSkipper, plan_lag
+from hotpipe.train.skip import StaleSkipper, current_rows, plan_lag
 from tests.conftest import make_dataset
 
 CARDS = (50, 7, 300, 20)
@@ -38,13 +38,26 @@ def _cfg(data: Path, *extra: str) -> RunConfig:
 
 
 def _run(data: Path, out: Path, *extra: str, lag: bool = True, plan_filter: bool = True,
-         resume: bool = False) -> tuple[list[float], np.ndarray, dict[str, Any]]:
-    """Train with the skipper's stale sets lagged by plan_lag (so the planner sees them)."""
+         resume: bool = False, flush: bool = False,
+         check: bool = False) -> tuple[list[float], np.ndarray, dict[str, Any]]:
+    """Train with the skipper's stale sets lagged by plan_lag (so the planner sees them) and
+    snapshots read without a flush (``flush``: the flushing reader; ``check``: both, compared)."""
     cfg = _cfg(data, *extra)
     c = build_components(cfg, out)
     assert c.skipper is not None
-    c.skipper = c.skipper.with_lag(plan_lag(cfg.cache) if lag else 0, plan_filter=plan_filter)
+    fast, flushed = current_rows(c.feed), c.skipper.read_rows
+
+    def checked(ids: torch.Tensor) -> torch.Tensor:
+        got = fast(ids)
+        assert torch.equal(got, flushed(ids))  # flushed(): the backing tier complete, then read
+        checks.append(ids.numel())
+        return got
+
+    checks: list[int] = []
+    c.skipper = c.skipper.with_lag(plan_lag(cfg.cache) if lag else 0, plan_filter=plan_filter,
+                                   read_rows=checked if check else flushed if flush else fast)
     m = train(cfg, out, components=c, resume=resume)
+    assert not check or len(checks) >= 2
     _, records = load_checkpoint(out)
     return json.loads((out / "losses.json").read_text()), np.array(records), m
 
@@ -89,6 +102,12 @@ def test_planned_ids_leave_out_exactly_the_samples_keep_mask_drops():
     assert keep is not None and np.array_equal(~keep.numpy(), drop)
 
 
+def test_snapshots_read_without_a_flush_see_the_current_weights(data, tmp_path):
+    # small fast tier, so hot rows are evicted and re-fetched while snapshots are read
+    _, _, m = _run(data, tmp_path / "c", *SKIP, *TIERED, "train.max_steps=30", check=True)
+    assert m["skip"]["samples_skipped"] > 0 and m["cache"]["rows_written_back"] > 0
+
+
 @pytest.mark.slow
 def test_lagged_skipping_plans_fewer_rows_and_stays_exact(data, tmp_path):
     mode = [*SKIP, "train.max_steps=40"]
@@ -106,6 +125,10 @@ def test_lagged_skipping_plans_fewer_rows_and_stays_exact(data, tmp_path):
     assert np.array_equal(loss2, loss, equal_nan=True) and np.array_equal(rec2, rec)
     assert whole["skip"]["samples_not_planned"] == 0
     assert m["cache"]["rows_fetched"] < whole["cache"]["rows_fetched"]
+    # the flushing snapshot reader: same run, more write-backs
+    loss3, _, flushing = _run(data, tmp_path / "f", *mode, *TIERED, flush=True)
+    assert np.array_equal(loss3, loss, equal_nan=True)
+    assert flushing["cache"]["rows_written_back"] > m["cache"]["rows_written_back"]
     # lag 0 is Slipstream's order: the planner sees no decision in time
     _, _, now = _run(data, tmp_path / "z", *mode, *TIERED, lag=False)
     assert now["skip"]["samples_not_planned"] == 0 and now["skip"]["samples_skipped"] > 0
