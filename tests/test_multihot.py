@@ -274,10 +274,10 @@ def test_resume_is_exact(tmp_path):
 
 @needs_bag_loop
 def test_a_one_table_bag_dataset_trains_on_the_mapped_feed(tmp_path):
-    from hotpipe.model.embedding import SparseEmbedding  # noqa: F401  (the loop's lookup)
     from hotpipe.storage.backing import FileBacking
     from hotpipe.train.builders import build_row_optimizer
     from hotpipe.train.mapped_feed import MappedFeed
+    from hotpipe.train.run import build_components
 
     path, _, _ = make_bag_dataset(tmp_path / "d", rows=200, cards=(50,), bag_tables=(0,))
     cfg = load_config(overrides=[*BASE, f"data.path={path}", "data.batch_size=20"])
@@ -285,8 +285,6 @@ def test_a_one_table_bag_dataset_trains_on_the_mapped_feed(tmp_path):
     opt = build_row_optimizer(cfg.optim, 8)
     feed = MappedFeed(backing=FileBacking(directory=tmp_path / "tables", cardinalities=[50], dim=8,
                                           optimizer=opt, seed=cfg.train.seed), dim=8)
-    from hotpipe.train.run import build_components
-
     train(cfg, tmp_path / "mapped", components=build_components(cfg, tmp_path / "mapped", feed=feed))
     assert json.loads((tmp_path / "mapped" / "losses.json").read_text()) == ref_loss
 
