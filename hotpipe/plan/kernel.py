@@ -335,7 +335,7 @@ def release_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS
 @_jit
 def load_step(R: np.ndarray, S: np.ndarray, C: np.ndarray, Cn: np.ndarray, FS: np.ndarray,
               Q: np.ndarray, ring: np.ndarray, ids: np.ndarray, j: int, s: int,
-              scratch: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+              scratch: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Read step ``j`` into the window while step ``s`` is next to plan.
 
     Returns ``(bad, uniq, inverse, counts)``: ``bad`` is the position of the
