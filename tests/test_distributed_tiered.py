@@ -207,3 +207,46 @@ def test_replication_budget_beyond_all_rows_or_memory(tmp_path: Path) -> None:
     ctx = DistContext(rank=0, world_size=2, backend="gloo", timeout=1.0, store=None)
     with pytest.raises(ConfigError, match="dist.replicate"):
         build_dist_components(bad, ctx)
+
+
+def _reference_routes(needs: list[torch.Tensor], rank: int, world: int,
+                      hot_rows: torch.Tensor) -> tuple[list[list[int]], list[int]]:
+    """Plainly: per requester s, the sorted distinct non-replicated ids of s that rank owns;
+    and the sorted replicated ids any rank looks up."""
+    serve, touched = [], set()
+    for ids in needs:
+        distinct = sorted(set(ids.reshape(-1).tolist()))
+        touched |= {g for g in distinct if g in set(hot_rows.tolist())}
+        serve.append([g // world for g in distinct
+                      if g % world == rank and g not in set(hot_rows.tolist())])
+    return serve, sorted(touched)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("num_hot", [0, 5])
+def test_route_matches_a_plain_reference(world: int, num_hot: int) -> None:
+    from hotpipe.distributed.exchange import RowExchange
+    from hotpipe.distributed.replicas import ReplicaSet
+    from hotpipe.model.embedding import SparseEmbedding
+
+    lay = TableLayout([40, 9, 25])
+    opt = make_row_optimizer("sgd", lr=0.1, dim=4)
+    gen = torch.Generator().manual_seed(world * 10 + num_hot)
+    needs = [torch.randint(0, lay.num_rows, (6, 3), generator=gen) for _ in range(world)]
+    hot = np.sort(np.random.default_rng(0).choice(lay.num_rows, num_hot, replace=False))
+    for rank in range(world):
+        sh = RowSharding(lay, world_size=world, rank=rank)
+        shard = build_owned_rows(validate({}).cache, sharding=sh, dim=4, optimizer=opt, seed=0,
+                                 replicated=hot)
+        ex = RowExchange(ctx=DistContext(rank=rank, world_size=world, backend="gloo", timeout=1.0,
+                                         store=None),
+                         sharding=sh, shard=shard, embedding=SparseEmbedding(store=shard.store, optimizer=opt),
+                         replicas=ReplicaSet.build(hot, layout=lay, dim=4, optimizer=opt, seed=0))
+        routes = ex.route(needs)
+        serve, touched = _reference_routes(needs, rank, world, torch.as_tensor(hot))
+        assert routes.send_counts == [len(x) for x in serve]
+        assert routes.serve.tolist() == [g for x in serve for g in x]
+        assert routes.touched.tolist() == touched
+        # this rank's lookups are rebuilt exactly from uniq and inverse
+        assert torch.equal(routes.uniq[routes.inverse], needs[rank].reshape(-1))
+        assert sum(routes.recv_counts) == routes.num_remote

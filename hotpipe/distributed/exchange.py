@@ -168,20 +168,29 @@ class RowExchange:
         if len(needs) != w:
             raise ValueError(f"route needs one id tensor per rank ({w}), got {len(needs)}")
         rep = self.replicas
+        own_ids = needs[r].reshape(-1)
+        u, inv = torch.unique(own_ids, return_inverse=True)  # this rank's distinct ids, sorted
+        hot = rep.contains(u) if rep is not None else torch.zeros(len(u), dtype=torch.bool)
         serve, send_counts, touched = [], [], []
-        for ids in needs:
-            u = torch.unique(ids.reshape(-1))  # sorted
-            if rep is not None:
-                hot = rep.contains(u)
+        for s, ids in enumerate(needs):
+            if s == r:  # already sorted above
+                v = u[~hot]
                 touched.append(u[hot])
-                u = u[~hot]
+            elif rep is None:
+                # Only the rows s needs from r matter: filter before sorting
+                # (a sort of ~1/W of s's ids instead of all of them).
+                flat = ids.reshape(-1)
+                v = torch.unique(flat[self.sharding.owner(flat) == r])
+            else:  # every replicated id s looks up is summed by the all-reduce
+                v = torch.unique(ids.reshape(-1))
+                v_hot = rep.contains(v)
+                touched.append(v[v_hot])
+                v = v[~v_hot]
             # Rows s needs from r, ascending: the order s expects them in from r.
-            mine = u[self.sharding.owner(u) == r]
+            mine = v[self.sharding.owner(v) == r]
             local = self.sharding.local(mine)
             serve.append(slots_of(local) if slots_of is not None else local)
             send_counts.append(len(mine))
-        u, inv = torch.unique(needs[r].reshape(-1), return_inverse=True)
-        hot = rep.contains(u) if rep is not None else torch.zeros(len(u), dtype=torch.bool)
         cold = u[~hot]
         own = self.sharding.owner(cold)
         # Rows arrive grouped by owner (ascending within one); replicas come last.
@@ -189,7 +198,8 @@ class RowExchange:
                            torch.nonzero(hot).squeeze(1)])
         pos = torch.empty_like(order)
         pos[order] = torch.arange(len(order))
-        all_touched = torch.unique(torch.cat(touched)) if touched else torch.empty(0, dtype=torch.int64)
+        all_touched = (torch.unique(torch.cat(touched)) if rep is not None
+                       else torch.empty(0, dtype=torch.int64))
         return StepRoutes(tuple(needs[r].shape), u[order], pos[inv],
                           torch.bincount(own, minlength=w).tolist(), torch.cat(serve), send_counts,
                           rep_ids=u[hot], touched=all_touched)
