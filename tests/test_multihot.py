@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -20,16 +19,9 @@ from hotpipe.data.synth_behaviour import synthesize_behaviour
 from hotpipe.errors import DataFormatError
 from hotpipe.model.bags import JaggedRows, model_input, pool
 from hotpipe.plan.planner import Planner, min_capacity
-from hotpipe.train import loop as train_loop
 from hotpipe.train.checkpoint import load_checkpoint
 from hotpipe.train.feed import global_slots
 from hotpipe.train.run import train
-
-# train/loop.py (lead-owned) must hand the model `model_input(emb, batch.sparse)`
-# for multi-hot batches; until it does, the end-to-end training tests skip.
-LOOP_FEEDS_BAGS = "model_input" in inspect.getsource(train_loop)
-needs_bag_loop = pytest.mark.skipif(not LOOP_FEEDS_BAGS, reason="train/loop.py does not pass bags "
-                                    "to the model yet (one-line change, see the multihot report)")
 
 
 def make_bag_dataset(path: Path, *, rows: int = 300, seed: int = 0, max_len: int = 6,
@@ -242,7 +234,6 @@ ARCHS = {"dlrm-sum": ["model.pooling=sum"], "dlrm-mean": ["model.pooling=mean"],
          "tbsm": ["model.arch=tbsm", "model.history_table=0", "model.target_table=1", "model.history_len=4"]}
 
 
-@needs_bag_loop
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_tiered_equals_untiered_bit_for_bit(tmp_path, arch):
     path, _, _ = make_bag_dataset(tmp_path / "d", rows=600, cards=(300, 30, 200))
@@ -259,7 +250,6 @@ def test_tiered_equals_untiered_bit_for_bit(tmp_path, arch):
     assert m["val_auc"] == ref["val_auc"] and m["val_logloss"] == ref["val_logloss"]
 
 
-@needs_bag_loop
 def test_resume_is_exact(tmp_path):
     path, _, _ = make_bag_dataset(tmp_path / "d", rows=600, cards=(300, 30, 200))
     common = ["data.batch_size=24", "cache.policy=lookahead", "cache.capacity=0.4", "cache.window=6",
@@ -272,7 +262,6 @@ def test_resume_is_exact(tmp_path):
     assert np.array_equal(np.array(load_checkpoint(tmp_path / "part")[1]), full_rec)
 
 
-@needs_bag_loop
 def test_a_one_table_bag_dataset_trains_on_the_mapped_feed(tmp_path):
     from hotpipe.storage.backing import FileBacking
     from hotpipe.train.builders import build_row_optimizer
@@ -289,7 +278,6 @@ def test_a_one_table_bag_dataset_trains_on_the_mapped_feed(tmp_path):
     assert json.loads((tmp_path / "mapped" / "losses.json").read_text()) == ref_loss
 
 
-@needs_bag_loop
 @pytest.mark.slow
 def test_tbsm_and_dlrm_learn_the_behaviour_data(tmp_path):
     data = tmp_path / "ub"
