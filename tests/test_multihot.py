@@ -296,3 +296,11 @@ def test_jagged_rows_table_slices():
     jr = JaggedRows(rows, torch.tensor([0, 1, 3, 3, 5]), 2)  # T=2, B=2
     r1, off1 = jr.table(1)
     assert r1.tolist() == [[6.0, 7.0], [8.0, 9.0]] and off1.tolist() == [0, 0, 2]
+
+
+@pytest.mark.parametrize("arch", ["dcn", "adrec"])
+def test_every_arch_trains_on_bags(tmp_path, arch):
+    path, _, _ = make_bag_dataset(tmp_path / "d", rows=200, cards=(300, 30, 200))
+    m = train(load_config(overrides=[*BASE, f"data.path={path}", "data.batch_size=20", f"model.arch={arch}",
+                                     "model.pooling=mean", "model.deep=[8]", "model.heads=2"]), tmp_path / arch)
+    assert m["steps"] == 8 and 0 <= m["val_auc"] <= 1 and m["final_loss"] > 0
