@@ -146,3 +146,10 @@ def test_cli_prepares_a_list_column_and_reports_truncation(tmp_path, capsys):
     assert main(["prepare", str(_csv(tmp_path / "a.csv")), "--schema", str(tmp_path / "s.yaml"), "--out",
                  str(tmp_path / "ds"), "--no-progress"]) == 0
     assert "history: 1 lists truncated to max_len, 1 empty" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "ds")]) == 0
+    values = tmp_path / "ds" / "bags" / "0.values.bin"
+    data = bytearray(values.read_bytes())
+    data[len(data) // 2] ^= 1  # one flipped bit in the middle: only the full check sees it
+    values.write_bytes(bytes(data))
+    assert main(["verify", str(tmp_path / "ds")]) == 2
+    assert "0.values.bin" in capsys.readouterr().err
