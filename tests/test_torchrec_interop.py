@@ -192,6 +192,12 @@ def test_out_of_range_ids_name_the_key(lengths):
         kjt_to_sparse(neg, LAYOUT)
 
 
+def test_lengths_that_do_not_cover_the_values_are_refused():
+    kjt = _StandInKJT(["C1", "C2", "C3"], torch.tensor([0, 1, 2, 3]), torch.ones(3, dtype=torch.int64))
+    with pytest.raises(DataFormatError, match="lengths do not add up.*sum of 4.*'3'"):
+        kjt_to_sparse(kjt, LAYOUT)
+
+
 def test_weighted_kjt_is_refused():
     kjt = make_kjt(["C1", "C2", "C3"], torch.tensor([0, 1, 2]), torch.ones(3, dtype=torch.int64),
                    weights=torch.ones(3))

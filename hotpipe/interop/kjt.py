@@ -137,6 +137,10 @@ def kjt_to_sparse(kjt: Any, layout: TableLayout, *, by: KeyMatch = "name",
     b, k = int(kjt.stride()), len(keys)
     values = kjt.values().to(torch.int64)  # (N,)
     lengths = kjt.lengths().to(torch.int64).reshape(k, b)  # (K, B)
+    if int(lengths.sum()) != values.numel():
+        raise DataFormatError("lengths do not add up to the values", path=_WHERE, field="lengths",
+                              expected=f"a sum of {values.numel()} (the number of values)",
+                              found=str(int(lengths.sum())))
     perm = torch.tensor(order, dtype=torch.int64)
     t = layout.num_tables
     if values.numel() == k * b and bool((lengths == 1).all()):
