@@ -201,3 +201,53 @@ def test_prediction_equals_a_real_run(num_hot: int, tmp_path: Path) -> None:
                     "allreduce_bytes"):
             assert measured[key] == predicted[key], (measured["rank"], key)
     assert c.totals()["rows_sent"] > 0 and (num_hot == 0) == (c.touched.sum() == 0)
+
+
+# --------------------------------------------------------------------- the CLI
+
+
+def test_plan_ranks_list_prints_one_line_per_world_size(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from hotpipe.cli import main
+
+    data = make_dataset(tmp_path / "d", rows=2048, cards=(50, 7, 300, 20))
+    hw = dataclasses.replace(_hw(), compute=ComputeFit(1e-3, 1e-5, {}))  # fits any model
+    hw.save(tmp_path / "hw.json")
+    rc = main(["plan", "--data", str(data), "--memory", "1MiB", "--hw", str(tmp_path / "hw.json"),
+               "--ranks", "2,4", "--steps", "6", "--policies", "none", "--replicate", "0,0.01",
+               "--json", str(tmp_path / "plan.json"), "data.batch_size=64", "model.embedding_dim=8",
+               "model.bottom=[16,8]"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "best configuration per world size" in out
+    lines = [ln.split() for ln in out.splitlines() if ln.strip().startswith(("2 ", "4 "))]
+    assert [ln[0] for ln in lines] == ["2", "4"] and all(ln[-1] in ("compute", "route", "link")
+                                                         for ln in lines)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert set(plan["world_sizes"]) == {"2", "4"}
+    best = plan["world_sizes"]["2"]["predictions"][0]
+    assert best["validated"] and best["exchange"]["bytes_sent"] > 0
+    # a rank holding more than --memory is flagged, not dropped
+    rc = main(["plan", "--data", str(data), "--memory", "1KiB", "--hw", str(tmp_path / "hw.json"),
+               "--ranks", "2,4", "--steps", "6", "--policies", "none", "data.batch_size=64",
+               "model.embedding_dim=8", "model.bottom=[16,8]"])
+    assert rc == 0 and capsys.readouterr().out.rstrip().endswith("memory")
+    assert main(["plan", "--data", str(data), "--memory", "1MiB", "--ranks", "2,0",
+                 "--hw", str(tmp_path / "hw.json")]) == 2
+    assert "--ranks" in capsys.readouterr().err
+
+
+def test_synthetic_steps_are_seeded_and_in_range() -> None:
+    from hotpipe.placement.synthetic_trace import synthetic_steps, table_set
+
+    cards = [1000, 3, 70000]
+    a = synthetic_steps(cards, batch_size=64, steps=3, zipf=1.1, seed=4)
+    b = synthetic_steps(cards, batch_size=64, steps=3, zipf=1.1, seed=4)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    ids = np.concatenate(a)
+    lo, hi = np.array([0, 1000, 1003]), np.array([1000, 1003, 71003])
+    assert ((ids >= lo) & (ids < hi)).all()
+    assert sum(table_set("terabyte")) == 187_767_399
+    with pytest.raises(ConfigError):
+        table_set("avazu")

@@ -2,7 +2,10 @@
 
 - ``calibrate``: measure this machine's rates for the cost model -> hw.json.
 - ``plan``: search tier configurations that fit a memory budget and print the
-  best few with predicted samples/s, hit rate, bytes moved and memory per tier.
+  best few with predicted samples/s, hit rate, bytes moved and memory per tier;
+  with ``--ranks 8,16,64``, the distributed runtime's predicted samples/s,
+  bytes exchanged per sample and what limits each world size (validated
+  against the runtime on this machine: ``benchmarks/validate_ranks.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ from hotpipe.errors import ConfigError
 if TYPE_CHECKING:
     from hotpipe.config import RunConfig
     from hotpipe.placement.costmodel import Prediction
+    from hotpipe.placement.ranks import RankPrediction
+
+def _floats(text: str, key: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(key, f"expected comma-separated numbers, found {text!r}") from None
+    if not out or min(out) < 0 or max(out) > 1:
+        raise ConfigError(key, f"expected shares in [0, 1], found {text!r}")
+    return out
+
 
 def _ints(text: str, key: str) -> tuple[int, ...]:
     try:
@@ -51,17 +65,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     q = sub.add_parser("plan", help="search tier configurations for a memory budget",
                        description="Predict samples/s of tier configurations that fit --memory and "
-                                   "print the best. Model settings come from --config and overrides.")
-    q.add_argument("--data", required=True, help="dataset directory")
+                                   "print the best. Model settings come from --config and overrides. "
+                                   "With --ranks W1,W2,..: the distributed runtime on each world size "
+                                   "(bytes exchanged are counted exactly from the trace; samples/s from "
+                                   "the calibrated compute, routing and link rates).")
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="dataset directory")
+    src.add_argument("--tables", choices=("terabyte", "kaggle"),
+                     help="no dataset: a sampled synthetic trace over Criteo Terabyte's (MLPerf, "
+                          "40M-capped) or Kaggle's table sizes; --steps global batches of "
+                          "data.batch_size, Zipf --zipf")
+    q.add_argument("--zipf", type=float, default=1.05, help="skew of the --tables trace (default 1.05)")
     q.add_argument("--memory", required=True, help="fast-tier memory per rank, e.g. 8GiB")
     q.add_argument("--host-memory", help="RAM a host backing may use (default: no limit)")
-    q.add_argument("--ranks", type=int, default=1, help="workers (> 1: modelled, unvalidated)")
+    q.add_argument("--ranks", default="1",
+                   help="world sizes, comma-separated (e.g. 8,16,64). > 1: rows partitioned over "
+                        "ranks as `torchrun ... -m hotpipe train` runs them, hot rows replicated "
+                        "(validated against the runtime on 2 and 4 local ranks; see BENCHMARKS.md)")
+    q.add_argument("--ranks-per-host", type=int, default=1,
+                   help="ranks sharing one machine like the --hw one (default 1: a cluster of such "
+                        "machines; the world size: every rank on this machine)")
+    q.add_argument("--replicate", default="0,0.001,0.01",
+                   help="shares of all rows replicated on every rank to try (ranks > 1)")
     q.add_argument("--hw", help="hardware file from `hotpipe calibrate` (default: calibrate now, quickly)")
     q.add_argument("--top", type=int, default=5, help="how many configurations to print")
-    q.add_argument("--steps", type=int, default=200, help="plan this many training steps (0: all)")
+    q.add_argument("--steps", type=int, help="plan this many training steps (0: all; default 200, "
+                                             "4 with --tables)")
     q.add_argument("--windows", default="8,64,256", help="lookahead windows to try")
     q.add_argument("--depths", default="1,2", help="prefetch depths to try")
-    q.add_argument("--policies", default="lookahead,lru,lfu,static", help="planner policies to try")
+    q.add_argument("--policies", default="lookahead,lru,lfu,static",
+                   help="planner policies to try (with --ranks: 'none' = only resident rows)")
     q.add_argument("--tiers", default="host,file", help="backing tiers to try")
     q.add_argument("--config", help="YAML run config")
     q.add_argument("--json", help="also write every prediction to this JSON file")
@@ -96,37 +129,86 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from hotpipe.data.columnar import ColumnarDataset
     from hotpipe.data.loader import TrainTrace
     from hotpipe.placement.calibrate import CalibrationSpec, calibrate
     from hotpipe.placement.costmodel import workload_from_config
     from hotpipe.placement.hardware import Hardware
     from hotpipe.placement.search import SearchSpace, search
+    from hotpipe.placement.synthetic_trace import synthetic_steps, table_set
 
     cfg = _run_config(args, args.data)
-    ds = ColumnarDataset.open(args.data)
-    work = workload_from_config(cfg, ds.cardinalities, ds.num_dense)
+    ranks = _ints(args.ranks, "--ranks")
+    if min(ranks) < 1 or args.ranks_per_host < 1:
+        raise ConfigError("--ranks", f"expected world sizes >= 1 and --ranks-per-host >= 1, found "
+                                     f"{args.ranks} and {args.ranks_per_host}")
+    trace: TrainTrace | list[np.ndarray]
+    if args.data:
+        ds = ColumnarDataset.open(args.data)
+        cards, num_dense = list(ds.cardinalities), ds.num_dense
+        trace = TrainTrace(ds, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
+                           max_steps=200 if args.steps is None else args.steps)
+    else:
+        cards, num_dense = list(table_set(args.tables)), 13
+        _log(f"sampling {args.steps or 4} global batches of {cfg.data.batch_size} over {args.tables} "
+             f"tables ({sum(cards):,} rows), Zipf {args.zipf}")
+        trace = synthetic_steps(cards, batch_size=cfg.data.batch_size, steps=args.steps or 4,
+                                zipf=args.zipf, seed=cfg.train.seed)
+    work = workload_from_config(cfg, cards, num_dense)
     if args.hw:
         hw = Hardware.load(args.hw)
     else:
         _log("no --hw given: calibrating quickly (use `hotpipe calibrate` once for better numbers)")
-        hw = calibrate(CalibrationSpec(run=cfg, tables=ds.num_tables, num_dense=ds.num_dense,
+        hw = calibrate(CalibrationSpec(run=cfg, tables=len(cards), num_dense=num_dense,
                                        steps=15, repeats=2), log=_log)
-    space = SearchSpace(
-        memory=parse_size(args.memory, "--memory"),
-        host_memory=parse_size(args.host_memory, "--host-memory") if args.host_memory else None,
-        windows=_ints(args.windows, "--windows"), depths=_ints(args.depths, "--depths"),
-        policies=tuple(p for p in args.policies.split(",") if p),
-        tiers=tuple(t for t in args.tiers.split(",") if t), ranks=args.ranks)
-    trace = TrainTrace(ds, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
-                       max_steps=args.steps)
-    preds, skipped = search(trace, space, work, hw, log=_log)
-    print(render_plan(preds[: args.top], trace.steps, skipped))
+    steps_planned = len(trace)
+    out: dict[str, object] = {"steps_planned": steps_planned, "hardware": hw.to_dict()}
+    best: list[tuple[int, Prediction]] = []
+    for w in ranks:
+        space = SearchSpace(
+            memory=parse_size(args.memory, "--memory"),
+            host_memory=parse_size(args.host_memory, "--host-memory") if args.host_memory else None,
+            windows=_ints(args.windows, "--windows"), depths=_ints(args.depths, "--depths"),
+            policies=tuple(p for p in args.policies.split(",") if p),
+            tiers=tuple(t for t in args.tiers.split(",") if t), ranks=w,
+            replicate_shares=_floats(args.replicate, "--replicate"),
+            ranks_per_host=min(args.ranks_per_host, w), cardinalities=tuple(cards))
+        preds, skipped = search(trace, space, work, hw, log=_log)
+        if len(ranks) == 1:
+            print(render_plan(preds[: args.top], steps_planned, skipped))
+        best.append((w, preds[0]))
+        entry = {"predictions": [p.to_dict() for p in preds], "skipped": skipped}
+        if len(ranks) == 1:
+            out.update(entry)
+        else:
+            out.setdefault("world_sizes", {})[str(w)] = entry  # type: ignore[index]
+    if len(ranks) > 1:
+        print(render_ranks(best, steps_planned, args.ranks_per_host))
     if args.json:
-        Path(args.json).write_text(json.dumps({"steps_planned": trace.steps,
-                                               "predictions": [p.to_dict() for p in preds],
-                                               "skipped": skipped, "hardware": hw.to_dict()}, indent=1))
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
+
+
+def render_ranks(best: list[tuple[int, Prediction]], steps: int, per_host: int) -> str:
+    """One line per world size: its best configuration, samples/s, bytes and what limits it."""
+    from hotpipe.placement.ranks import RankPrediction
+
+    lines = [f"best configuration per world size (from {steps} sampled global steps; "
+             f"{per_host} rank(s) per machine like the hardware file's):", "",
+             f"{'W':>4}  {'configuration':<44} {'samples/s':>10} {'bytes/sample':>12} "
+             f"{'step ms':>8} {'link ms':>8} {'rank GiB':>8}  limit"]
+    for w, p in best:
+        if isinstance(p, RankPrediction):
+            r: RankPrediction = p
+            lines.append(f"{w:>4}  {r.candidate.label():<44} {r.samples_per_s:>10,.0f} "
+                         f"{r.bytes_per_sample:>12,.0f} {r.step_s * 1e3:>8.1f} "
+                         f"{r.times_ms.get('link', 0.0):>8.1f} {r.memory_per_rank / 2**30:>8.2f}  {r.limit}")
+        else:
+            lines.append(f"{w:>4}  {p.candidate.label():<44} {p.samples_per_s:>10,.0f} {'-':>12} "
+                         f"{p.step_s * 1e3:>8.1f} {'-':>8} {p.memory['fast'] / 2**30:>8.2f}  one process")
+    return "\n".join(lines)
 
 
 def render_plan(preds: list[Prediction], steps: int, skipped: list[str]) -> str:

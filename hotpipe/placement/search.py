@@ -5,11 +5,16 @@ that fit the fast-tier budget, windows, depths, policies, backing tiers),
 *estimate* each one's traffic with the real planner and its time with the
 cost model, *rank*. Traffic does not depend on the backing tier, so each
 (policy, capacity, window, depth) is planned once and priced per tier.
+
+Several ranks (``ranks > 1``, :mod:`~hotpipe.placement.ranks`): each rank's
+rows resident (the runtime's default, validated) with shares of all rows
+replicated, plus tiered ranks (modelled, not validated) for the policies
+asked for. The exchange is counted once per replicated set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +22,9 @@ import numpy as np
 from hotpipe.data.loader import TrainTrace
 from hotpipe.errors import CapacityError, ConfigError
 from hotpipe.placement.costmodel import Candidate, Prediction, Workload, predict
+from hotpipe.placement.exchange_model import ExchangeCount, count_exchange, replicated_set
 from hotpipe.placement.hardware import Hardware
-from hotpipe.placement.ranks import hottest_rows, predict_ranks
+from hotpipe.placement.ranks import RankPrediction, hottest_rows, predict_ranks
 from hotpipe.plan.movement import StepTrace, trace_movement
 
 
@@ -35,9 +41,15 @@ class SearchSpace:
         depths: prefetch depths.
         policies: planner policies.
         tiers: backing tiers.
-        ranks: workers (> 1: modelled, unvalidated).
+        ranks: workers (> 1: see :mod:`~hotpipe.placement.ranks`).
         replicate_fractions: shares of the fast tier given to replicated hot
-            rows when ranks > 1.
+            rows by tiered ranks.
+        replicate_shares: shares of all rows replicated on every rank when
+            each rank's rows are resident (``dist.replicate``'s fraction).
+        ranks_per_host: ranks sharing one machine like the hardware file's
+            (1: a cluster of such machines; ``ranks``: all on this one).
+        cardinalities: the tables' rows (small tables are replicated as the
+            runtime does); None: that rule is not applied.
     """
 
     memory: int
@@ -49,6 +61,9 @@ class SearchSpace:
     tiers: tuple[str, ...] = ("host", "file")
     ranks: int = 1
     replicate_fractions: tuple[float, ...] = (0.0, 0.25, 0.5)
+    replicate_shares: tuple[float, ...] = (0.0, 0.001, 0.01)
+    ranks_per_host: int = 1
+    cardinalities: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.memory <= 0:
@@ -61,17 +76,26 @@ class SearchSpace:
 
 
 def enumerate_candidates(space: SearchSpace, work: Workload) -> list[Candidate]:
-    """Every configuration of ``space`` that fits its memory budgets."""
+    """Every configuration of ``space`` that fits its memory budgets.
+
+    With several ranks, the resident-rows candidates are listed even when a
+    rank's rows exceed ``memory``: their prediction says ``limit="memory"``
+    (what a cluster would run out of first), and the search ranks them last.
+    """
     fits = space.memory // work.row_bytes
     shard_rows = -(-work.num_rows // space.ranks)
     out: list[Candidate] = []
     if space.ranks == 1 and fits >= work.num_rows:
         out.append(Candidate("none", work.num_rows))
+    if space.ranks > 1:
+        for share in sorted(set(space.replicate_shares)):
+            out.append(Candidate("none", shard_rows, ranks=space.ranks,
+                                 replicated=int(share * work.num_rows)))
     host_ok = space.host_memory is None or shard_rows * work.row_bytes <= space.host_memory
     tiers = [t for t in space.tiers if t != "host" or host_ok]
     caps = sorted({min(int(fits * f), shard_rows) for f in space.capacity_fractions}, reverse=True)
     for cap in (c for c in caps if c >= 1):
-        for policy in space.policies:
+        for policy in (p for p in space.policies if p != "none"):
             for window in (space.windows if policy == "lookahead" else space.windows[:1]):
                 for depth in space.depths:
                     reps = ([int(cap * f) for f in space.replicate_fractions] if space.ranks > 1 else [0])
@@ -81,7 +105,7 @@ def enumerate_candidates(space: SearchSpace, work: Workload) -> list[Candidate]:
     return out
 
 
-def search(trace: TrainTrace, space: SearchSpace, work: Workload, hw: Hardware, *,
+def search(trace: TrainTrace | Sequence[np.ndarray], space: SearchSpace, work: Workload, hw: Hardware, *,
            log: Callable[[str], None] = lambda s: None) -> tuple[list[Prediction], list[str]]:
     """Predict every candidate; return them best first, and the ones that cannot run.
 
@@ -107,15 +131,23 @@ def search(trace: TrainTrace, space: SearchSpace, work: Workload, hw: Hardware, 
         raise ConfigError("memory", f"{space.memory} bytes hold no fast-tier row of {work.row_bytes} bytes")
     traces: dict[tuple[str, int, int, int], StepTrace | None] = {}
     hot: dict[int, np.ndarray] = {}
+    counts: dict[int, ExchangeCount] = {}
     preds: list[Prediction] = []
     skipped: list[str] = []
     need = work.num_rows  # smallest capacity a skipped candidate would have needed
     for c in cands:
         if c.ranks > 1:
             if c.replicated not in hot:
-                hot[c.replicated] = hottest_rows(trace, work.num_rows, c.replicated)
+                hot[c.replicated] = hottest_rows(_profile(trace), work.num_rows, c.replicated)
+                log(f"counting the exchange of {c.ranks} ranks, {c.replicated:,} hot rows replicated")
+                counts[c.replicated] = count_exchange(
+                    trace, world_size=c.ranks, dim=work.dim, dense_params=work.dense_params,
+                    replicated=replicated_set(hot[c.replicated], space.cardinalities, c.ranks))
             try:
-                preds.append(predict_ranks(c, trace, work, hw, hot[c.replicated]))
+                preds.append(predict_ranks(c, trace, work, hw, hot[c.replicated],
+                                           cardinalities=space.cardinalities,
+                                           ranks_per_host=space.ranks_per_host,
+                                           memory_budget=space.memory, count=counts[c.replicated]))
             except CapacityError as e:
                 skipped.append(f"{c.label()}: {e}")
                 need = min(need, e.needed)
@@ -137,14 +169,26 @@ def search(trace: TrainTrace, space: SearchSpace, work: Workload, hw: Hardware, 
             f"run holds {need:,} rows = {need * work.row_bytes:,} bytes (try --memory "
             f"{-(-need * work.row_bytes // 2**20)}MiB or more)", needed=need,
             capacity=space.memory // work.row_bytes)
-    preds.sort(key=lambda p: (-p.samples_per_s, -p.hit_rate, p.bytes_moved, p.memory["fast"]))
+
+    def over(p: Prediction) -> bool:
+        return isinstance(p, RankPrediction) and p.limit == "memory"
+
+    preds.sort(key=lambda p: (over(p), -p.samples_per_s, -p.hit_rate, p.bytes_moved, p.memory["fast"]))
     return preds, skipped
 
 
-def _plan_trace(c: Candidate, trace: TrainTrace, work: Workload,
+def _profile(trace: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """The steps the runtime counts to choose hot rows: the first 5% (at least one)."""
+    steps = list(trace) if not isinstance(trace, Sequence) else trace
+    return list(steps[: max(1, len(steps) // 20)])
+
+
+def _plan_trace(c: Candidate, trace: TrainTrace | Sequence[np.ndarray], work: Workload,
                 log: Callable[[str], None]) -> StepTrace:
     if c.policy == "none":
-        return StepTrace.untiered(trace.batch_sizes())
+        sizes = (trace.batch_sizes() if isinstance(trace, TrainTrace)
+                 else np.array([len(x) for x in trace], dtype=np.int64))
+        return StepTrace.untiered(sizes)
     log(f"planning {c.policy} capacity={c.capacity:,} window={c.window} depth={c.depth}")
     return trace_movement(trace, num_rows=work.num_rows, capacity=c.capacity, window=c.window,
                           depth=c.depth, policy=c.policy)
