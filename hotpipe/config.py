@@ -168,8 +168,11 @@ class DistConfig(_Section):
     # naming the rank: a dead or missing peer never hangs the others.
     timeout: float = Field(300.0, gt=0)
     # Hot rows kept on every rank (their gradients all-reduced): 0 = none, or a
-    # capacity spelling (0.01 = 1% of rows, 50000 rows, 64MiB). Chosen from the
-    # counts of the first `profile_steps` steps (0 = 5% of the steps).
+    # capacity spelling (0.01 = 1% of rows, 50000 rows, 64MiB = a per-rank memory
+    # budget: as many of the hottest rows as fit). More rows than exist, or a
+    # budget beyond free memory, is an error, never clamped. Chosen from the
+    # counts of the first `profile_steps` steps (0 = 5% of the steps). Tables
+    # with fewer rows than ranks are replicated whatever this says.
     replicate: float | int | str = 0
     profile_steps: int = Field(0, ge=0)
 

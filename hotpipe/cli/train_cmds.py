@@ -59,18 +59,12 @@ def _train_ranks(cfg: RunConfig, args: argparse.Namespace) -> int:
     """One rank of a torchrun job: rows partitioned over ranks, hot rows replicated."""
     import os
 
-    from hotpipe.data.columnar import ColumnarDataset
-    from hotpipe.data.layout import TableLayout
     from hotpipe.distributed.launch import train_from_env
-    from hotpipe.model.sparse_optim import make_row_optimizer
-    from hotpipe.storage.slots import record_bytes
 
     d = cfg.dist
-    layout = TableLayout.of(ColumnarDataset.open(str(cfg.data.path)))
-    opt = make_row_optimizer(cfg.optim.embedding, lr=cfg.optim.embedding_lr, dim=cfg.model.embedding_dim)
-    replicate = d.replicate_rows(layout.num_rows, record_bytes(cfg.model.embedding_dim, opt))
+    # The runtime resolves dist.replicate itself (one reading, its errors name the key).
     m = train_from_env(cfg, args.out, timeout=d.timeout, resume=args.resume, overwrite=args.overwrite,
-                       replicate=replicate, profile_steps=d.profile_steps or None)
+                       profile_steps=d.profile_steps or None)
     if os.environ.get("RANK", "0") == "0":
         summary = {k: m.get(k) for k in ("steps", "final_loss", "val_auc", "val_logloss",
                                           "samples_per_s")}
