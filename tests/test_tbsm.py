@@ -92,7 +92,8 @@ def test_gradcheck_whole_model():
     def f(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return m(d, JaggedRows(r, emb.offsets, 3))
 
-    assert torch.autograd.gradcheck(f, (dense, rows), eps=1e-6, atol=1e-5)
+    # fast_mode checks a random projection of the Jacobian (one backward instead of one per input)
+    assert torch.autograd.gradcheck(f, (dense, rows), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def test_one_hot_input_is_a_history_of_one():
