@@ -175,9 +175,8 @@ def main() -> None:
         from hotpipe.placement.hardware import Hardware
 
         hw, ds = Hardware.load(a.hw), ColumnarDataset.open(data)
-        for n in names:
-            lag = 0 if n.endswith("whole plans") else None
-            pred[n] = predict_run(cfgs[n], ds, hw, skip_lag=lag).to_dict()
+        for n in names:  # rows moved: the whole trace's (the model cannot see the plan filter)
+            pred[n] = predict_run(cfgs[n], ds, hw).to_dict()
             print(f"predicted {n}: {pred[n]['samples_per_s']:,.0f} samples/s, "
                   f"{pred[n]['rows_fetched']:,} rows fetched", flush=True)
     # One short unrecorded run first: the first training in a process pays one-time
