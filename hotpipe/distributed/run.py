@@ -38,7 +38,13 @@ from hotpipe.train import builders
 from hotpipe.train.evaluate import evaluate
 from hotpipe.train.feed import Feed
 from hotpipe.train.loop import LoopState
-from hotpipe.train.run import check_resumable, dataset_fingerprint, flat_config, torch_threads
+from hotpipe.train.run import (
+    check_resumable,
+    dataset_fingerprint,
+    flat_config,
+    refuse_bag_modes,
+    torch_threads,
+)
 from hotpipe.train.rundir import RunDir, dump_json, write_atomic
 
 # Keys ranks may disagree on: where each rank reads the data from.
@@ -102,6 +108,7 @@ def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
         if cfg.data.path is None:
             raise ConfigError("data.path", "no dataset given (use --data DIR)")
         dataset = ColumnarDataset.open(str(cfg.data.path))
+    refuse_bag_modes(cfg, dataset, runtime="distributed runs")
     layout = TableLayout.of(dataset)
     local_batch(cfg.data.batch_size, ctx.world_size)
     sharding = RowSharding(layout, world_size=ctx.world_size, rank=ctx.rank)

@@ -224,6 +224,10 @@ def profile_dataset(path: str | os.PathLike[str], settings: ProfileSettings | No
     s = settings or ProfileSettings()
     t0 = time.perf_counter()
     ds = ColumnarDataset.open(path)
+    if ds.multi_hot:  # the pass counts a (N, T) id matrix; bags are not read yet
+        bags = ", ".join(t.name for t in ds.tables if t.multi_hot)
+        raise ConfigError("data.path", f"hotpipe profile reads one-hot tables only; {path} has "
+                                       f"list (multi-hot) tables ({bags})")
     cards = ds.cardinalities
     offsets = TableLayout(cards).offsets
     total_rows = int(sum(cards))

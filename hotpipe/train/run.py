@@ -92,6 +92,7 @@ def build_components(cfg: RunConfig, run_dir: str | os.PathLike[str], **given: A
         raise ConfigError("data.path", "no dataset given (use --data DIR)")
     ds = given["dataset"] if "dataset" in given else ColumnarDataset.open(str(cfg.data.path))
     layout = given["layout"] if "layout" in given else TableLayout.of(ds)
+    refuse_bag_modes(cfg, ds)
     if "train_loader" in given and "val_loader" in given:
         train_loader, val_loader = given["train_loader"], given["val_loader"]
     else:
@@ -123,6 +124,27 @@ def build_components(cfg: RunConfig, run_dir: str | os.PathLike[str], **given: A
     if cfg.skip.mode != "none" and "skipper" not in given:
         skipper = _build_skipper(cfg, layout, row_opt, feed)
     return Components(ds, layout, train_loader, val_loader, model, dense_opt, row_opt, feed, skipper)
+
+
+def refuse_bag_modes(cfg: RunConfig, ds: ColumnarDataset, *, runtime: str = "") -> None:
+    """Raise ConfigError for a mode that reads one id per table on a multi-hot dataset.
+
+    The scheduler's popularity test and the skipper's stale-sample test look at a
+    sample's (T,) ids; a bag has any number. Refused by name rather than failing
+    deep inside with a shape error. ``runtime``: also refuse that runtime
+    (e.g. ``"distributed runs"``), which exchanges one row per (sample, table).
+    """
+    if not ds.multi_hot:
+        return
+    bags = ", ".join(t.name for t in ds.tables if t.multi_hot)
+    found = {"schedule.mode": cfg.schedule.mode, "skip.mode": cfg.skip.mode}
+    for key, mode in found.items():
+        if mode != "none":
+            raise ConfigError(key, f"expected 'none' on a dataset with list (multi-hot) tables "
+                                   f"({bags}), found {mode!r}: this mode reads one id per table")
+    if runtime:
+        raise ConfigError("data.path", f"{runtime} need one-hot tables; {cfg.data.path} has "
+                                       f"list (multi-hot) tables ({bags})")
 
 
 def _build_skipper(cfg: RunConfig, layout: TableLayout, row_opt: RowOptimizer,
