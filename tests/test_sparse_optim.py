@@ -105,3 +105,37 @@ def test_multi_hot_bags_equal_sum_of_one_hot():
 def test_unknown_optimizer_is_rejected():
     with pytest.raises(ValueError, match="sgd, rowwise_adagrad or adagrad"):
         make_row_optimizer("adam", lr=0.1, dim=4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(["sgd", "rowwise_adagrad", "adagrad"]), rows=st.integers(1, 300),
+       dim=st.sampled_from([1, 3, 16, 64]), lookups=st.integers(1, 600),
+       steps=st.integers(1, 3), seed=st.integers(0, 10_000))
+def test_compiled_coalesce_equals_the_torch_path_bit_for_bit(name, rows, dim, lookups, steps,
+                                                             seed):
+    """The hashed one-pass coalesce (model/coalesce.py) vs torch.unique + index_add_."""
+    from hotpipe.model import coalesce
+
+    if not coalesce.AVAILABLE:
+        pytest.skip("numba is not installed")
+    gen = torch.Generator().manual_seed(seed)
+    init = torch.randn(rows, dim, generator=gen)
+    # Skewed ids (many duplicates) and some exact zeros / negative zeros in the gradients.
+    ids = [(torch.rand(lookups, generator=gen) ** 3 * rows).long() for _ in range(steps)]
+    grads = [torch.randn(lookups, dim, generator=gen) * (torch.rand(lookups, 1, generator=gen) > 0.1)
+             for _ in range(steps)]
+    grads[0][0] = -0.0
+    out = []
+    for fused in (True, False):
+        opt = make_row_optimizer(name, lr=0.05, dim=dim)
+        store = SlotStore.allocate(rows, dim, opt)
+        store.weights.copy_(init)
+        emb = SparseEmbedding(store=store, optimizer=opt)
+        emb.fused = fused
+        for i, g in zip(ids, grads, strict=True):
+            emb.apply_gradients(i.view(-1, 1) if lookups % 2 else i, g)
+        out.append(store)
+    assert torch.equal(out[0].weights, out[1].weights)
+    assert torch.equal(out[0].state, out[1].state)
+    assert torch.equal(out[0].dirty, out[1].dirty)
+    assert torch.equal(out[0].weights.view(torch.int32), out[1].weights.view(torch.int32))

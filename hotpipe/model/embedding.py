@@ -16,9 +16,11 @@ Forward/backward protocol (no autograd through the table, ever)::
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.model import coalesce as _coalesce
+from hotpipe.model.sparse_optim import RowOptimizer, RowSGD, RowwiseAdagrad
 from hotpipe.storage.slots import SlotStore
 
 __all__ = ["SparseEmbedding"]
@@ -35,6 +37,9 @@ class SparseEmbedding:
     def __init__(self, *, store: SlotStore, optimizer: RowOptimizer) -> None:
         self.store = store
         self.optimizer = optimizer
+        #: coalesce gradients with the compiled pass when numba is there (same
+        #: result as the torch path, which ``fused = False`` forces).
+        self.fused = _coalesce.AVAILABLE
 
     def lookup(self, slots: torch.Tensor) -> torch.Tensor:
         """slots (B, T) int64 -> (B, T, D) float32 leaf that collects the gradient.
@@ -64,6 +69,12 @@ class SparseEmbedding:
         """
         flat = slots.reshape(-1)
         g = grad.reshape(flat.numel(), -1)
+        if self.fused and g.device.type == "cpu" and g.dtype == torch.float32 and flat.numel():
+            # One hashed pass: the same sums as below, bit for bit (model/coalesce.py).
+            u, c = _coalesce.coalesce(flat.to(torch.int64).contiguous().numpy(),
+                                      g.detach().contiguous().numpy())
+            self.update_rows(torch.from_numpy(u), torch.from_numpy(c))
+            return
         uniq, inverse = torch.unique(flat, return_inverse=True)
         # Sum duplicates first (in lookup order), like a dense gradient would.
         coalesced = torch.zeros(uniq.numel(), g.shape[1], dtype=g.dtype, device=g.device)
@@ -80,6 +91,8 @@ class SparseEmbedding:
     def update_rows(self, uniq: torch.Tensor, coalesced: torch.Tensor) -> None:
         """uniq (U,) distinct slots, coalesced (U, D) their summed gradients."""
         st = self.store
+        if self._fused_update(uniq, coalesced):
+            return
         if st.state.shape[1]:
             state = st.state.index_select(0, uniq)  # (U, W)
             delta = self.optimizer.delta(state, coalesced)
@@ -89,3 +102,27 @@ class SparseEmbedding:
         # alpha=1: index_add_ with another alpha takes a much slower path.
         st.weights.index_add_(0, uniq, delta)
         st.dirty.index_fill_(0, uniq, True)
+
+    def _fused_update(self, uniq: torch.Tensor, coalesced: torch.Tensor) -> bool:
+        """SGD / row-wise Adagrad in one compiled pass over the rows (CPU float32);
+        False when this store or optimizer takes the torch path."""
+        st, opt = self.store, self.optimizer
+        if not (self.fused and st.weights.device.type == "cpu"
+                and st.weights.dtype == torch.float32 and coalesced.dtype == torch.float32
+                and st.weights.is_contiguous() and st.state.is_contiguous()
+                and type(opt) in (RowSGD, RowwiseAdagrad)):
+            return False
+        u = uniq.to(torch.int64).contiguous().numpy()
+        g = coalesced.detach().contiguous()
+        w, dirty = st.weights.detach().numpy(), st.dirty.numpy()
+        neg_lr = np.float32(-opt.lr)  # type: ignore[attr-defined]
+        if isinstance(opt, RowwiseAdagrad):
+            # The (U, 1) state math as delta() does it; the (U, D) part compiled.
+            state = st.state.index_select(0, uniq).add_(g.square().mean(dim=1, keepdim=True))
+            denom = state.sqrt().add_(opt.eps)
+            _coalesce.rowwise_adagrad_update(w, st.state.detach().numpy(), dirty, u, g.numpy(),
+                                             state.reshape(-1).numpy(),
+                                             denom.reshape(-1).numpy(), neg_lr)
+        else:
+            _coalesce.sgd_update(w, dirty, u, g.numpy(), neg_lr)
+        return True

@@ -92,7 +92,9 @@ class TieredFeed:
                         ready.record(self._side)
                 else:
                     self.tiers.apply(plan)
-                out.put((s, plan, loader.batch(s), ready))
+                # Per-table counts are computed here, off the training thread's
+                # critical path; the training thread adds them when it takes the step.
+                out.put((s, plan, loader.batch(s), ready, self._counts(plan)))
             out.put(_DONE)
         except BaseException as e:  # surfaced in the main thread
             out.put(e)
@@ -114,25 +116,30 @@ class TieredFeed:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                s, plan, batch, ready = item
+                s, plan, batch, ready, counts = item
                 if ready is not None:
                     torch.cuda.current_stream().wait_event(ready)
-                self._count(plan)
+                self._add_counts(counts)
                 yield StepInput(s, batch, torch.from_numpy(plan.lookup_slots).to(dev))
         finally:
             stop_evt.set()
             mover.join()
             self._sync_stats()
 
-    def _count(self, plan: StepPlan) -> None:
-        st, lay = self.stats, self.layout
+    def _counts(self, plan: StepPlan) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """(misses, hits, distinct rows per table, misses per table) of one plan."""
+        lay = self.layout
         misses = plan.num_misses
-        st.misses += misses
-        st.hits += int(plan.unique_ids.size) - misses
-        t_u = lay.table_of(plan.unique_ids)
-        self._unique_per_table += np.bincount(t_u, minlength=lay.num_tables)
-        t_m = lay.table_of(plan.fetch_ids[:misses])
-        self._misses_per_table += np.bincount(t_m, minlength=lay.num_tables)
+        t_u = np.bincount(lay.table_of(plan.unique_ids), minlength=lay.num_tables)
+        t_m = np.bincount(lay.table_of(plan.fetch_ids[:misses]), minlength=lay.num_tables)
+        return misses, int(plan.unique_ids.size) - misses, t_u, t_m
+
+    def _add_counts(self, counts: tuple[int, int, np.ndarray, np.ndarray]) -> None:
+        misses, hits, t_u, t_m = counts
+        self.stats.misses += misses
+        self.stats.hits += hits
+        self._unique_per_table += t_u
+        self._misses_per_table += t_m
 
     def _sync_stats(self) -> None:
         st = self.stats
