@@ -202,7 +202,11 @@ def render_ranks(best: list[tuple[int, Prediction]], steps: int, per_host: int) 
     for w, p in best:
         if isinstance(p, RankPrediction):
             r: RankPrediction = p
-            lines.append(f"{w:>4}  {r.candidate.label():<44} {r.samples_per_s:>10,.0f} "
+            c = r.candidate
+            # Candidate.label() says "untiered" for resident rows; name the replicas too.
+            label = (f"rows resident, {r.replicated_rows:,} replicated" if c.policy == "none"
+                     else c.label())
+            lines.append(f"{w:>4}  {label:<44} {r.samples_per_s:>10,.0f} "
                          f"{r.bytes_per_sample:>12,.0f} {r.step_s * 1e3:>8.1f} "
                          f"{r.times_ms.get('link', 0.0):>8.1f} {r.memory_per_rank / 2**30:>8.2f}  {r.limit}")
         else:
