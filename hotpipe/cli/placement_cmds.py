@@ -80,8 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--host-memory", help="RAM a host backing may use (default: no limit)")
     q.add_argument("--ranks", default="1",
                    help="world sizes, comma-separated (e.g. 8,16,64). > 1: rows partitioned over "
-                        "ranks as `torchrun ... -m hotpipe train` runs them, hot rows replicated "
-                        "(validated against the runtime on 2 and 4 local ranks; see BENCHMARKS.md)")
+                        "ranks as `torchrun ... -m hotpipe train` runs them, hot rows replicated; "
+                        "bytes exchanged equal the runtime's, samples/s is compared with measured "
+                        "runs in BENCHMARKS.md)")
     q.add_argument("--ranks-per-host", type=int, default=1,
                    help="ranks sharing one machine like the --hw one (default 1: a cluster of such "
                         "machines; the world size: every rank on this machine)")

@@ -29,9 +29,10 @@ waits; every rank does the same work, the slowest sets the pace)::
 
 ``compute``, ``batch_read``, ``route`` and the link come from ``hotpipe
 calibrate`` (:mod:`~hotpipe.placement.calibrate`); the link is gloo over
-this machine's loopback unless the hardware file says otherwise. Validated
-against the runtime by ``benchmarks/validate_ranks.py`` (2 and 4 ranks on
-this machine; figures and errors in BENCHMARKS.md).
+this machine's loopback unless the hardware file says otherwise.
+``benchmarks/validate_ranks.py`` compares predicted with measured samples/s
+for 2 and 4 ranks on this machine (errors, and the load they were measured
+under, in BENCHMARKS.md); rows and bytes are equal by construction and tested.
 
 Tiered ranks (``cache.policy`` other than ``none``, each rank's owned rows
 behind a planned cache) add the planner's movement for rank 0's served rows,
