@@ -42,9 +42,11 @@ Choices, and why:
   tiered and an untiered run of one config, and a step the planner reads
   before its stale set is known (it cannot happen at that lag) is planned
   whole: still exact, only not saving.
-  Write-backs: a row no kept sample updates stays clean, but reading a
-  snapshot flushes a tiered feed (every dirty resident row written back at
-  each period boundary), and that costs more (benchmarks/bench_skip.py).
+  Write-backs: a row no kept sample updates stays clean. A ``read_rows`` that
+  flushes a tiered feed before each snapshot writes every dirty resident row
+  back at each period boundary (16-36 % more write-backs,
+  benchmarks/bench_skip.py); :func:`current_rows` reads the same weights
+  without a flush.
 * One-hot batches only (the training loop's case): ``batch.sparse`` is (B, T).
 """
 
