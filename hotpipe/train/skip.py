@@ -310,6 +310,8 @@ class StaleSkipper:
         """
         if not self.plan_filter or self.done < step - self.lag:  # a deciding estimate may still come
             return ids
+        if ids.ndim != 2:  # not (B, T) one-hot ids: keep_mask refuses the step itself
+            return ids
         sets = self.sets
         i = self._latest(sets, step)
         if i < 0:
