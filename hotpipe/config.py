@@ -227,6 +227,21 @@ class SkipConfig(_Section):
     # Hot rows snapshotted (the most looked-up so far); 0 = the fast tier's size
     # (cache.capacity in rows), the rows Slipstream keeps in GPU memory.
     hot_rows: int = Field(0, ge=0)
+    # Steps from an estimate to the first step it decides. "plan" (default) =
+    # cache.window + cache.depth + 2, far enough ahead that the planner reads a
+    # step after its stale set exists, so rows only skipped samples need are
+    # never fetched; 0 = Slipstream's order (the next step), which fetches them.
+    # A function of the config alone: tiered and untiered runs skip the same samples.
+    lag: int | Literal["plan"] = "plan"
+
+    @field_validator("lag", mode="before")
+    @classmethod
+    def _lag(cls, v: Any) -> int | str:
+        if v == "plan" and isinstance(v, str):
+            return v
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+        raise ValueError(f"expected a step count >= 0 or 'plan', found {v!r}")
 
 
 class RunConfig(_Section):

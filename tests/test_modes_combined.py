@@ -45,7 +45,11 @@ def _run(data: Path, out: Path, *extra: str, lag: bool = True, plan_filter: bool
     cfg = _cfg(data, *extra)
     c = build_components(cfg, out)
     assert c.skipper is not None
-    fast, flushed = current_rows(c.feed), c.skipper.read_rows
+    fast = current_rows(c.feed)
+
+    def flushed(ids: torch.Tensor) -> torch.Tensor:  # the backing tier complete, then read
+        c.feed.flush()
+        return c.feed.read_rows(ids.reshape(-1, 1)).reshape(ids.numel(), -1)
 
     def checked(ids: torch.Tensor) -> torch.Tensor:
         got = fast(ids)

@@ -189,10 +189,11 @@ def test_target_zero_and_mode_none_are_the_exact_run(data, tmp_path):
 
 
 def test_tiered_equals_untiered_when_skipping(data, tmp_path):
-    mode = [*SKIP, "skip.hot_rows=150", "cache.capacity=200", "train.max_steps=40"]
+    # skip.lag=plan is cache.window + cache.depth + 2 steps: the same keys in both runs.
+    mode = [*SKIP, "skip.hot_rows=150", "cache.capacity=200", "train.max_steps=40",
+            "cache.window=8", "cache.depth=2"]
     ref_loss, ref_rec, ref = _run(data, tmp_path / "ref", *mode)
-    loss, rec, m = _run(data, tmp_path / "t", *mode, "cache.policy=lookahead", "cache.window=8",
-                        "cache.depth=2", "cache.backing=file")
+    loss, rec, m = _run(data, tmp_path / "t", *mode, "cache.policy=lookahead", "cache.backing=file")
     assert np.array_equal(loss, ref_loss, equal_nan=True) and np.array_equal(rec, ref_rec)
     assert _math(m["skip"]) == _math(ref["skip"]) and m["skip"]["samples_skipped"] > 0
     plain_loss, _, _ = _run(data, tmp_path / "plain", "train.max_steps=40")
@@ -222,11 +223,22 @@ def test_resume_is_exact_when_skipping(data, tmp_path):
     ("skip.hot_rows=-1", "skip.hot_rows"),
     ("skip.interval=true", "skip.interval"),
     ("skip.warmpu=4", "skip.warmpu"),
+    ("skip.lag=-1", "skip.lag"),
+    ("skip.lag=true", "skip.lag"),
+    ("skip.lag=soon", "skip.lag"),
 ])
 def test_bad_skip_config_names_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=[override])
     assert e.value.key == key
+
+
+@pytest.mark.parametrize(("value", "lag"), [("plan", 8 + 2 + 2), ("0", 0), ("5", 5)])
+def test_skip_lag_spellings(data, tmp_path, value, lag):
+    cfg = load_config(overrides=[*BASE, f"data.path={data}", *SKIP, "cache.window=8", "cache.depth=2",
+                                 f"skip.lag={value}"])
+    skipper = build_components(cfg, tmp_path / "r").skipper
+    assert skipper is not None and skipper.lag == lag
 
 
 def test_distributed_refuses_skipping():
