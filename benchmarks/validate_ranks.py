@@ -5,7 +5,8 @@ One invocation, on this machine (gloo, every rank one thread):
 1. makes one seeded dataset per Zipf skew (26 tables; ``--rows-per-table``
    rows each, so every table splits over 4 ranks);
 2. per round: calibrates compute (one process, untiered, at B/2 and B/4 of the
-   largest batch, per embedding dim), batch read, the link (gloo loopback)
+   largest batch, per embedding dim; with ``--rank-compute`` also one rank of
+   the runtime itself at those batches), batch read, the link (gloo loopback)
    and the routing work, then trains every (configuration, W) with the
    distributed runtime (``run_ranks`` + ``train_distributed``) in a rotated
    order, recording the load around each run;
@@ -41,7 +42,8 @@ from hotpipe.distributed.spawn import run_ranks
 from hotpipe.placement.calibrate import CalibrationSpec, calibrate, make_calibration_data
 from hotpipe.placement.costmodel import Candidate, workload_from_config
 from hotpipe.placement.exchange_model import count_exchange, hottest_rows, replicated_set
-from hotpipe.placement.hardware import Hardware
+from hotpipe.placement.fit import nonneg_lstsq
+from hotpipe.placement.hardware import ComputeFit, Hardware
 from hotpipe.placement.ranks import predict_ranks
 
 
@@ -101,6 +103,9 @@ def main() -> None:
     ap.add_argument("--ranks", default="2,4")
     ap.add_argument("--rows-per-table", type=int, default=20000)
     ap.add_argument("--configs", type=int, default=len(CONFIGS), help="first N configurations")
+    ap.add_argument("--rank-compute", action="store_true",
+                    help="calibrate a rank's compute on the runtime itself (one rank) instead of "
+                         "one process's training step")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 1 repeat, 2 ranks")
     ap.add_argument("--out", default="validate_ranks.json")
     a = ap.parse_args()
@@ -143,7 +148,22 @@ def main() -> None:
                                        workdir=str(work_dir))
                 out[d] = calibrate(spec, log=lambda m: print(f"  calibrate: {m}", flush=True))
             first = out[dims[0]]  # link and route do not depend on the model
-            return {d: replace(h, link=first.link, route=first.route) for d, h in out.items()}
+            return {d: replace(h, link=first.link, route=first.route,
+                               rank_compute=rank_compute(d) if a.rank_compute else None)
+                    for d, h in out.items()}
+
+        def rank_compute(d: int) -> ComputeFit:
+            """One rank's step on the runtime itself (W = 1) at the per-rank batches."""
+            xs, ys = [], []
+            for b in (big_b // 2, big_b // 4):
+                cfg = run_cfg(datasets[configs[0].zipf], Config(1.05, b, d, 0), a.steps)
+                m = measure(cfg, 1, np.empty(0, dtype=np.int64), work_dir / f"rank1-{b}")
+                xs.append([1.0, b])
+                ys.append(b / m["samples_per_s"])
+                print(f"  calibrate: one rank on the runtime, b={b}: {m['samples_per_s']:,.0f} samples/s",
+                      flush=True)
+            c = nonneg_lstsq(np.array(xs), np.array(ys))
+            return ComputeFit(per_step_s=float(c[0]), per_sample_s=float(c[1]), model={})
 
         cals: list[dict[int, Hardware]] = [calibrate_all()]
         measured: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(points))}

@@ -143,6 +143,19 @@ def test_time_terms_follow_the_model() -> None:
     assert rank_times(c, WORK, _hw(), ranks_per_host=1).share == 1.0
 
 
+def test_rank_compute_replaces_the_process_step() -> None:
+    import dataclasses
+
+    steps = zipf_steps(4, 48, (40, 25, 9), 0)
+    c = count_exchange(steps, world_size=2, dim=8, dense_params=500)
+    hw = dataclasses.replace(_hw(), rank_compute=ComputeFit(2e-3, 3e-5, {}))
+    t = rank_times(c, WORK, hw, ranks_per_host=1)
+    np.testing.assert_allclose(t.compute, 2e-3 + 3e-5 * 24)
+    # the W = 1 measurement already routed its own 24 * 3 lookups
+    np.testing.assert_allclose(t.route, hw.route.route_s(2, 144.0) - hw.route.route_s(1, 72.0))
+    assert Hardware.from_dict(hw.to_dict()).rank_compute == hw.rank_compute  # saved and loaded
+
+
 def test_prediction_reports_memory_limit_and_validation() -> None:
     steps = zipf_steps(4, 48, (40, 25, 9), 0)
     p = predict_ranks(Candidate("none", 74, ranks=2), steps, WORK, _hw(), hottest_rows(steps, 74, 5),

@@ -172,6 +172,10 @@ class Hardware:
     overlap: Overlap = field(default_factory=Overlap)
     link: Link = field(default_factory=Link)
     route: RouteFit = field(default_factory=RouteFit)
+    #: One rank's step on the distributed runtime's own loop at world size 1
+    #: (exchange path, coalescing, all-reduce copies included), per rank batch;
+    #: None: the cost model uses ``compute`` (one process's step) instead.
+    rank_compute: ComputeFit | None = None
     machine: dict[str, Any] = field(default_factory=dict)
 
     def tier(self, name: str) -> TierRates:
@@ -219,6 +223,7 @@ class Hardware:
                 overlap=Overlap(**d.get("overlap", {})),
                 link=Link(**d.get("link", {})),
                 route=RouteFit(**d.get("route", {})),
+                rank_compute=ComputeFit(**d["rank_compute"]) if d.get("rank_compute") else None,
                 machine=dict(d.get("machine", {})),
             )
         except (KeyError, TypeError, AttributeError) as e:

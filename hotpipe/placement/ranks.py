@@ -16,7 +16,9 @@ all-reduce, rank by rank; a test runs the runtime and compares with its
 **Time** per global step (the runtime overlaps nothing yet: every collective
 waits; every rank does the same work, the slowest sets the pace)::
 
-    cpu      = compute(b)                       one process's untiered step at b
+    cpu      = compute(b)                       one rank's step at b: the runtime at W = 1
+                                                (``rank_compute``) when calibrated, else one
+                                                process's untiered step (``compute``)
              + batch_read * (B - b)             every rank reads the whole batch
              + route(W, B * T)                  every rank works out every peer's routes
     link     = 2 * all_to_all(W, max_r rows_r * D * 4)     rows out, gradients back
@@ -143,9 +145,14 @@ def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
     b = big_b / w
     # Lookups of the whole global batch: every rank routes all of them (count.lookups is per rank).
     lookups = count.lookups.sum(axis=1).astype(np.float64)  # (S,) = B * T
-    compute = hw.compute.per_step_s + hw.compute.per_sample_s * b
     read = hw.batch_read_per_sample_s * (big_b - b)
     route = np.asarray(hw.route.route_s(w, lookups), dtype=np.float64) * np.ones_like(big_b)
+    if hw.rank_compute is not None:
+        # Measured on the runtime at W = 1: it already routed its own b samples.
+        compute = hw.rank_compute.per_step_s + hw.rank_compute.per_sample_s * b
+        route = np.maximum(route - hw.route.route_s(1, lookups / w), 0.0)
+    else:
+        compute = hw.compute.per_step_s + hw.compute.per_sample_s * b
     link = np.zeros_like(big_b)
     if w > 1:
         row = count.row_bytes
