@@ -384,6 +384,13 @@ def measure_overlap(spec: CalibrationSpec, data: Path) -> Overlap:
 LINK_SIZES = (0, 1 << 14, 1 << 17, 1 << 20, 1 << 22)
 
 
+def _busy_loop() -> None:
+    """~20 ms of one thread's work (the same on every rank and alone)."""
+    x = torch.rand(96, 96, generator=torch.Generator().manual_seed(0))
+    for _ in range(400):
+        x = torch.tanh(x @ x)
+
+
 def _link_rank(rank: int, world: int, port: int, repeats: int, out: str) -> None:
     """One rank of the link measurement: time each collective at each size (median)."""
     import torch.distributed as dist
@@ -413,13 +420,11 @@ def _link_rank(rank: int, world: int, port: int, repeats: int, out: str) -> None
         # Steps in miniature: the same CPU work on every rank, then a collective.
         # On a machine the ranks share, one rank is often descheduled while the
         # others wait for it: the step lasts longer than the work.
-        x = torch.rand(96, 96)
         busy, whole = [], []
         for _ in range(repeats + 1):
             dist.barrier()
             t0 = time.perf_counter()
-            for _ in range(400):
-                x = torch.tanh(x @ x)  # ~20 ms of one thread
+            _busy_loop()
             t1 = time.perf_counter()
             dist.all_reduce(torch.zeros(1))
             busy.append(t1 - t0)
@@ -442,6 +447,14 @@ def measure_link(spec: CalibrationSpec, *, world: int = 2) -> Link:
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
+    from hotpipe.train.run import torch_threads
+
+    with torch_threads(1):  # the same loop alone: what one rank does with a core to itself
+        solo = []
+        for _ in range(max(3, spec.repeats)):
+            t0 = time.perf_counter()
+            _busy_loop()
+            solo.append(time.perf_counter() - t0)
     store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False,
                           timeout=timedelta(seconds=60))
     ctx = mp.get_context("forkserver")
@@ -476,9 +489,10 @@ def measure_link(spec: CalibrationSpec, *, world: int = 2) -> Link:
     whole = float(np.median(np.max([r["whole"] for r in res], axis=0)))
     busy = float(np.median(np.mean([r["busy"] for r in res], axis=0)))
     sync = max(0.0, (whole - ring * float(cr[0])) / busy - 1.0) if busy > 0 else 0.0
+    slowdown = max(1.0, busy / float(np.median(solo))) if busy > 0 else 1.0
     return Link(bytes_per_s=rate(float(ca[1])), latency_s=float(ca[0]), measured=True,
                 allreduce_bytes_per_s=rate(float(cr[1])), allreduce_latency_s=float(cr[0]),
-                sync_penalty=sync, how=f"gloo, {world} ranks on this machine's loopback, 1 thread each")
+                sync_penalty=sync, concurrency_slowdown=slowdown, world_size=world, how=f"gloo, {world} ranks on this machine's loopback, 1 thread each")
 
 
 # ---------------------------------------------------------------------- route

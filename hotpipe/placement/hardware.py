@@ -114,6 +114,9 @@ class Link:
     longer a step of equal work on every rank lasts than the work, because
     the collective waits for whichever rank was descheduled (measured with
     the link's ranks; 0 for ranks on machines of their own).
+    ``concurrency_slowdown``: how much slower the same work runs on each of
+    ``world_size`` ranks at once than on one alone (shared cores, caches,
+    memory bandwidth, other load).
     """
 
     bytes_per_s: float = 10e9
@@ -122,6 +125,8 @@ class Link:
     allreduce_bytes_per_s: float = 0.0
     allreduce_latency_s: float = 0.0
     sync_penalty: float = 0.0
+    concurrency_slowdown: float = 1.0
+    world_size: int = 2
     how: str = "assumed"
 
     def all_to_all_s(self, world_size: int, nbytes: Any) -> Any:

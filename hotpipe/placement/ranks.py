@@ -25,9 +25,9 @@ waits; every rank does the same work, the slowest sets the pace)::
              + all_reduce(W, touched * D * 4)              replicas (when touched)
              + all_reduce(W, (P + 1) * 4)                  MLP gradients and the loss
     step     = cpu * share + link
-    share    = max(1, ranks_per_host * threads / cpus)     ranks sharing one machine's cores
-               * (1 + sync_penalty)                        and waiting for each other's slices
-                                                           (when ranks_per_host > 1)
+    share    = max(1, ranks_per_host * threads / cpus)     ranks sharing one machine's cores;
+               when ranks_per_host > 1, relative to the link calibration's ranks and times
+               their measured concurrency_slowdown * (1 + sync_penalty)
 
 ``compute``, ``batch_read``, ``route`` and the link come from ``hotpipe
 calibrate`` (:mod:`~hotpipe.placement.calibrate`); the link is gloo over
@@ -165,8 +165,13 @@ def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
     cpus = int(hw.machine.get("cpus") or 1)
     per_host = w if ranks_per_host is None else ranks_per_host
     share = max(1.0, per_host * threads / cpus)
-    if per_host > 1:  # ranks that share a machine wait for each other's time slices
-        share *= 1.0 + hw.link.sync_penalty
+    if per_host > 1:
+        # Measured with the link's ranks sharing this machine: their slowdown
+        # running together, scaled by core oversubscription beyond theirs, and
+        # the wait for each other's time slices.
+        lk = hw.link
+        share = (lk.concurrency_slowdown * share / max(1.0, lk.world_size * threads / cpus)
+                 * (1.0 + lk.sync_penalty))
     step = (compute + read + route) * share + link
     return RankTimes(compute, read, route, link, share, step)
 
