@@ -7,7 +7,13 @@ distribution) and prints the median over seeds of validation AUC, log-loss,
 the first evaluated step reaching ``--target-auc`` and samples/s, plus each
 arch's AUC minus DLRM's measured in the same seed. Writes JSON with every run.
 
+``--data NAME=DIR`` (repeatable) runs on already-prepared datasets instead of
+synthesizing (e.g. the real samples in ``../shared/data`` after ``hotpipe
+prepare``); they have no teacher and no drift, so those columns say n/a.
+
     python benchmarks/bench_models.py --rows 200000 --scale 0.002 --epochs 2 --seeds 0 1 2 --threads 1
+    python benchmarks/bench_models.py --data criteo_8k=/tmp/c8k --epochs 2 --batch-size 128 \
+        --val-fraction 0.2 --dense-lr 0.01 --seeds 0 1 2 --threads 1
 """
 
 from __future__ import annotations
@@ -46,11 +52,11 @@ def _steps_to(evals: list[tuple[int, float]], target: float) -> int | None:
 
 def _run(data: Path, out: Path, arch: str, seed: int, a: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(overrides=[
-        f"data.path={data}", f"data.batch_size={a.batch_size}", "data.val_fraction=0.1",
+        f"data.path={data}", f"data.batch_size={a.batch_size}", f"data.val_fraction={a.val_fraction}",
         f"data.max_val_rows={a.val_rows}", f"model.embedding_dim={a.dim}",
         f"model.bottom=[64,{a.dim}]", "model.top=[64,1]", "model.deep=[64,32]",
         f"train.seed={seed}", f"train.threads={a.threads}", f"train.max_steps={a.steps}",
-        f"train.epochs={a.epochs}",
+        f"train.epochs={a.epochs}", f"optim.dense_lr={a.dense_lr}",
         f"train.eval_every={a.eval_every}", "train.progress=false", *ARCHS[arch]])
     t0 = time.perf_counter()
     m = train(cfg, out)
@@ -69,8 +75,8 @@ def _median(xs: list[float]) -> float:
 
 
 def _table(runs: list[dict[str, Any]], target: float) -> str:
-    lines = [f"| data | arch | val AUC | AUC - DLRM | best eval AUC | log-loss | steps to AUC {target} "
-             "| samples/s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| data | drift | teacher AUC | arch | val AUC | AUC - DLRM | best eval AUC | log-loss "
+             f"| steps to AUC {target} | samples/s | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for data in dict.fromkeys(r["data"] for r in runs):
         base = {r["seed"]: r["val_auc"] for r in runs if r["data"] == data and r["arch"] == "dlrm"}
         for arch in ARCHS:
@@ -80,10 +86,13 @@ def _table(runs: list[dict[str, Any]], target: float) -> str:
             reached = [r["steps_to_target"] for r in rs if r["steps_to_target"] is not None]
             steps = f"{_median(reached):.0f} ({len(reached)}/{len(rs)} seeds)" if reached else "never"
             delta = _median([r["val_auc"] - base[r["seed"]] for r in rs if r["seed"] in base])
-            lines.append(f"| {data} | {arch} | {_median([r['val_auc'] for r in rs]):.4f} | "
+            drift, teacher = rs[0]["drift"], rs[0]["teacher_auc"]
+            lines.append(f"| {data} | {'n/a' if drift is None else f'{drift:g}'} | "
+                         f"{'n/a' if teacher is None else f'{teacher:.4f}'} | {arch} | {_median([r['val_auc'] for r in rs]):.4f} | "
                          f"{delta:+.4f} | {_median([r['best_val_auc'] for r in rs]):.4f} | "
                          f"{_median([r['val_logloss'] for r in rs]):.4f} | {steps} | "
-                         f"{_median([r['samples_per_s'] for r in rs]):,.0f} |")
+                         f"{_median([r['samples_per_s'] for r in rs]):,.0f} | "
+                         f"{_median([r['loadavg'] for r in rs]):.1f} |")
     return "\n".join(lines)
 
 
@@ -100,6 +109,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--val-rows", type=int, default=10_000)
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--dense-lr", type=float, default=0.05, help="optim.dense_lr (all archs)")
+    ap.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                    help="an already-prepared dataset (repeatable); skips synthesis")
     ap.add_argument("--target-auc", type=float, default=0.78)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
@@ -109,20 +122,31 @@ def main() -> None:
     a = ap.parse_args()
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="hotpipe-models-"))
-    datasets = {"static": 0.0, f"drift={a.drift:g}": a.drift}
+    # name -> (prepared dir, drift, teacher AUC); None = unknown (real data).
+    datasets: dict[str, tuple[Path, float | None, float | None]] = {}
+    for spec in a.data:
+        name, sep, d = spec.partition("=")
+        if not sep or not (Path(d) / "manifest.json").is_file():
+            raise SystemExit(f"--data {spec!r}: expected NAME=DIR with DIR a prepared dataset "
+                             "(holding manifest.json)")
+        datasets[name] = (Path(d), None, None)
+    if not a.data:
+        for drift in (0.0, a.drift):
+            name, data = ("static" if drift == 0 else f"drift={drift:g}"), work / f"data-{drift:g}"
+            teacher = None
+            if not (data / "manifest.json").exists():
+                teacher = synthesize(data, rows=a.rows, scale=a.scale, zipf=a.zipf, drift=drift,
+                                     seed=0, progress=False).teacher_auc
+                print(f"{name}: teacher AUC {teacher:.4f}", flush=True)
+            datasets[name] = (data, drift, teacher)
     runs: list[dict[str, Any]] = []
-    for name, drift in datasets.items():
-        data = work / f"data-{drift:g}"
-        if not (data / "manifest.json").exists():
-            s = synthesize(data, rows=a.rows, scale=a.scale, zipf=a.zipf, drift=drift, seed=0,
-                           progress=False)
-            print(f"{name}: teacher AUC {s.teacher_auc:.4f}", flush=True)
+    for name, (data, drift, teacher) in datasets.items():
         # Interleave the archs within a seed, so a load spike on the shared
         # machine hits every arch rather than one.
         for seed in a.seeds:
             for arch in a.archs:
-                r = _run(data, work / f"run-{drift:g}-{arch}-{seed}", arch, seed, a)
-                r["data"] = name
+                r = _run(data, work / f"run-{name}-{arch}-{seed}", arch, seed, a)
+                r.update(data=name, drift=drift, teacher_auc=teacher)
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     print()
