@@ -70,6 +70,20 @@ def _run(data: Path, out: Path, arch: str, seed: int, a: argparse.Namespace) -> 
             "loadavg": os.getloadavg()[0]}
 
 
+def _find_key(obj: Any, key: str) -> Any:
+    """The first value under ``key`` anywhere in a JSON tree (None if absent)."""
+    if isinstance(obj, dict):
+        if key in obj:
+            return obj[key]
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for v in obj:
+            found = _find_key(v, key)
+            if found is not None:
+                return found
+    return None
+
+
 def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -133,11 +147,12 @@ def main() -> None:
     if not a.data:
         for drift in (0.0, a.drift):
             name, data = ("static" if drift == 0 else f"drift={drift:g}"), work / f"data-{drift:g}"
-            teacher = None
             if not (data / "manifest.json").exists():
-                teacher = synthesize(data, rows=a.rows, scale=a.scale, zipf=a.zipf, drift=drift,
-                                     seed=0, progress=False).teacher_auc
-                print(f"{name}: teacher AUC {teacher:.4f}", flush=True)
+                synthesize(data, rows=a.rows, scale=a.scale, zipf=a.zipf, drift=drift, seed=0,
+                           progress=False)
+            # From the manifest, so a reused --workdir still reports it.
+            teacher = _find_key(json.loads((data / "manifest.json").read_text()), "teacher_auc")
+            print(f"{name}: teacher AUC {teacher}", flush=True)
             datasets[name] = (data, drift, teacher)
     runs: list[dict[str, Any]] = []
     for name, (data, drift, teacher) in datasets.items():
