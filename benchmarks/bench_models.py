@@ -154,13 +154,16 @@ def main() -> None:
             teacher = _find_key(json.loads((data / "manifest.json").read_text()), "teacher_auc")
             print(f"{name}: teacher AUC {teacher}", flush=True)
             datasets[name] = (data, drift, teacher)
+    # A fresh folder for this invocation's runs: a reused --workdir keeps its
+    # data but must not resume (or refuse) an earlier invocation's runs.
+    run_root = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
     runs: list[dict[str, Any]] = []
     for name, (data, drift, teacher) in datasets.items():
         # Interleave the archs within a seed, so a load spike on the shared
         # machine hits every arch rather than one.
         for seed in a.seeds:
             for arch in a.archs:
-                r = _run(data, work / f"run-{name}-{arch}-{seed}", arch, seed, a)
+                r = _run(data, run_root / f"{name}-{arch}-{seed}", arch, seed, a)
                 r.update(data=name, drift=drift, teacher_auc=teacher)
                 runs.append(r)
                 print(json.dumps(r), flush=True)
