@@ -216,11 +216,12 @@ def test_predict_run_moves_what_training_moves(tmp_path: Path, mode: str) -> Non
     over = ["data.batch_size=16", "cache.policy=lru", "cache.capacity=80", "cache.window=8",
             "train.progress=false", "model.embedding_dim=8", "model.bottom=[8]", "train.seed=3",
             f"schedule.mode={mode}", "schedule.window=4", "schedule.sample=0.5",
-            "skip.mode=slipstream", "skip.warmup=5", "skip.interval=4", "skip.target_drop=0.3"]
+            "skip.mode=slipstream", "skip.warmup=5", "skip.interval=4", "skip.target_drop=0.3",
+            "skip.lag=0"]
     cfg = load_config(None, over, values={"data.path": str(data)})
     m = train(cfg, tmp_path / "run")
     hw = dataclasses.replace(fake_hardware(), compute=ComputeFit(2e-3, 1e-5, {}))
-    p = predict_run(cfg, ColumnarDataset.open(data), hw, skip_lag=0)
+    p = predict_run(cfg, ColumnarDataset.open(data), hw)  # skip.lag=0 read from the config
     # lag 0: the planner saw every sample, so training moved exactly the planned rows
     assert p.rows_fetched == m["cache"]["rows_fetched"] > 0 and p.steps == m["steps"]
     assert any("skip.mode" in n for n in p.notes)

@@ -208,15 +208,16 @@ def workload_from_config(run: RunConfig, cardinalities: list[int], num_dense: in
 def skip_model(run: RunConfig, lag: int | None = None) -> SkipModel | None:
     """The run's ``skip`` section as :class:`SkipModel` (None for ``skip.mode=none``).
 
-    ``lag``: steps from an estimate to its use (default: the planner's reach,
-    :func:`hotpipe.train.skip.plan_lag`).
+    ``lag``: steps from an estimate to its use (default: the run's ``skip.lag``,
+    ``plan`` = the planner's reach, :func:`hotpipe.train.skip.plan_lag`).
     """
     from hotpipe.train.skip import plan_lag
 
     k = run.skip
+    if lag is None:
+        lag = plan_lag(run.cache) if k.lag == "plan" else int(k.lag)
     if k.mode == "none":
         return None
-    lag = plan_lag(run.cache) if lag is None else lag
     return SkipModel(share=k.target_drop, first_step=k.warmup + k.interval + lag)
 
 
@@ -334,7 +335,7 @@ def predict_run(run: RunConfig, ds: ColumnarDataset, hw: Hardware, *, max_steps:
         ds: its dataset.
         hw: the machine.
         max_steps: plan at most this many steps (0: the whole run).
-        skip_lag: the skipper's lag (default: :func:`hotpipe.train.skip.plan_lag`).
+        skip_lag: the skipper's lag (default: the run's ``skip.lag``).
     """
     from hotpipe.plan.movement import trace_movement
 
