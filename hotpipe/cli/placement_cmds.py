@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hotpipe.capacity import parse_size
 from hotpipe.errors import ConfigError
@@ -130,12 +130,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from hotpipe.data.columnar import ColumnarDataset
-    from hotpipe.data.loader import TrainTrace
     from hotpipe.placement.calibrate import CalibrationSpec, calibrate
-    from hotpipe.placement.costmodel import workload_from_config
+    from hotpipe.placement.costmodel import run_trace, workload_from_config
     from hotpipe.placement.hardware import Hardware
     from hotpipe.placement.search import SearchSpace, search
     from hotpipe.placement.synthetic_trace import synthetic_steps, table_set
@@ -145,12 +143,12 @@ def _plan(args: argparse.Namespace) -> int:
     if min(ranks) < 1 or args.ranks_per_host < 1:
         raise ConfigError("--ranks", f"expected world sizes >= 1 and --ranks-per-host >= 1, found "
                                      f"{args.ranks} and {args.ranks_per_host}")
-    trace: TrainTrace | list[np.ndarray]
+    trace: Any  # the run's scheduled trace (a ScheduledTrace) or sampled synthetic steps
     if args.data:
         ds = ColumnarDataset.open(args.data)
         cards, num_dense = list(ds.cardinalities), ds.num_dense
-        trace = TrainTrace(ds, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
-                           max_steps=200 if args.steps is None else args.steps)
+        # The order the run trains (schedule.mode), planned per candidate capacity.
+        trace = run_trace(cfg, ds, max_steps=200 if args.steps is None else args.steps)
     else:
         cards, num_dense = list(table_set(args.tables)), 13
         _log(f"sampling {args.steps or 4} global batches of {cfg.data.batch_size} over {args.tables} "
