@@ -28,6 +28,7 @@ from hotpipe._fs import check_memory
 from hotpipe.data.layout import TableLayout
 from hotpipe.errors import ConfigError
 from hotpipe.model.sparse_optim import RowOptimizer
+from hotpipe.placement import exchange_model
 from hotpipe.storage.init import init_rows
 from hotpipe.storage.slots import FLOAT_BYTES, SlotStore
 
@@ -122,11 +123,8 @@ def small_table_rows(layout: TableLayout, world_size: int) -> np.ndarray:
     replicates them on every rank, which keeps the result exact (their
     gradients are all-reduced like any replicated row's).
     """
-    cards = np.asarray(layout.cardinalities, dtype=np.int64)
-    small = np.nonzero(cards < world_size)[0]
-    if not len(small):
-        return np.empty(0, dtype=np.int64)
-    return np.concatenate([np.arange(layout.bounds[t], layout.bounds[t + 1]) for t in small])
+    # One rule for the runtime and the cost model that predicts its bytes.
+    return exchange_model.small_table_rows(layout.cardinalities, world_size)
 
 
 def build_shard_store(sharding: RowSharding, *, dim: int, optimizer: RowOptimizer,
