@@ -16,25 +16,10 @@ Used on CPU float32 when numba is installed; otherwise the torch path runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 
-numba: Any
-try:
-    import numba  # type: ignore[import-untyped,import-not-found,no-redef,unused-ignore]
-except ImportError:
-    numba = None
-
-#: Whether :func:`coalesce` runs compiled in this process.
-AVAILABLE = numba is not None
-
-
-def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    if numba is None:
-        return fn
-    return numba.njit(cache=True, nogil=True)(fn)  # type: ignore[no-any-return]
+from hotpipe._jit import AVAILABLE as AVAILABLE  # re-exported: runs compiled
+from hotpipe._jit import jit as _jit
 
 
 @_jit

@@ -41,42 +41,20 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hotpipe._jit import AVAILABLE as AVAILABLE  # re-exported: compiled planner can run
+from hotpipe._jit import inline as _inline
+from hotpipe._jit import jit as _jit
 from hotpipe.errors import CapacityError
 from hotpipe.plan.state import FREQ_CAP, NO_USE, checked_ids
 from hotpipe.plan.types import NEVER, StepPlan
 
 if TYPE_CHECKING:
     from hotpipe.plan.planner import Planner
-
-numba: Any
-try:
-    import numba  # type: ignore[import-untyped,import-not-found,no-redef,unused-ignore]
-except ImportError:  # the reference path runs instead (Planner notes it once)
-    numba = None
-
-#: Whether the compiled planner can run in this process.
-AVAILABLE = numba is not None
-
-
-def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # cache=True: compiled once per machine (~10 s), then loaded from __pycache__.
-    if numba is None:
-        return fn
-    return numba.njit(cache=True, nogil=True)(fn)  # type: ignore[no-any-return]
-
-
-def _inline(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # Per-entry helpers are inlined in numba's IR: a plain call passes every
-    # array with an atomic reference-count increment and decrement, which
-    # measured ~100 ns per call, 20x the work of a push.
-    if numba is None:
-        return fn
-    return numba.njit(nogil=True, inline="always")(fn)  # type: ignore[no-any-return]
 
 
 # Fields of the per-row record R[row] (int32).
@@ -487,7 +465,7 @@ class CompiledLookahead:
     """
 
     def __init__(self, planner: Planner, age_every: int | None = None) -> None:
-        if numba is None:
+        if not AVAILABLE:
             raise RuntimeError("the compiled planner needs numba")
         self.planner = planner
         n, cap, w = planner.num_rows, planner.capacity, planner.window
