@@ -211,11 +211,11 @@ def skip_model(run: RunConfig, lag: int | None = None) -> SkipModel | None:
     ``lag``: steps from an estimate to its use (default: the run's ``skip.lag``,
     ``plan`` = the planner's reach, :func:`hotpipe.train.skip.plan_lag`).
     """
-    from hotpipe.train.skip import plan_lag
+    from hotpipe.train.skip import run_lag
 
     k = run.skip
     if lag is None:
-        lag = plan_lag(run.cache) if k.lag == "plan" else int(k.lag)
+        lag = run_lag(k, run.cache)
     if k.mode == "none":
         return None
     return SkipModel(share=k.target_drop, first_step=k.warmup + k.interval + lag)

@@ -47,7 +47,7 @@ from hotpipe.train.evaluate import evaluate
 from hotpipe.train.feed import Feed
 from hotpipe.train.loop import LoopState, StepLog, train_steps
 from hotpipe.train.rundir import RunDir, dump_json, write_atomic
-from hotpipe.train.skip import StaleSkipper, current_rows, plan_lag
+from hotpipe.train.skip import StaleSkipper, current_rows, run_lag
 
 # Keys that may differ between a run and its resumption (they change when
 # or how long we train, not the math of any step).
@@ -149,12 +149,11 @@ def refuse_bag_modes(cfg: RunConfig, ds: ColumnarDataset, *, runtime: str = "") 
 
 def _build_skipper(cfg: RunConfig, layout: TableLayout, row_opt: RowOptimizer,
                    feed: Feed) -> StaleSkipper:
-    lag = plan_lag(cfg.cache) if cfg.skip.lag == "plan" else int(cfg.skip.lag)
     # skip.hot_rows=0: as many rows as the fast tier holds (cache.capacity), so a
     # tiered and an untiered run of the same config snapshot the same rows.
     # current_rows reads the snapshot without flushing a tiered feed (no extra write-backs).
     return StaleSkipper.from_config(
-        cfg.skip, layout=layout, read_rows=current_rows(feed), lag=lag,
+        cfg.skip, layout=layout, read_rows=current_rows(feed), lag=run_lag(cfg.skip, cfg.cache),
         hot_rows=builders.capacity_rows(cfg.cache, layout, cfg.model.embedding_dim, row_opt))
 
 

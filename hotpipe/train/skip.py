@@ -166,6 +166,11 @@ def current_rows(feed: Any) -> ReadRows:
     return read
 
 
+def run_lag(skip: SkipConfig, cache: CacheConfig) -> int:
+    """The lag a run's ``skip.lag`` asks for: ``plan`` -> :func:`plan_lag`, else the count."""
+    return plan_lag(cache) if skip.lag == "plan" else int(skip.lag)
+
+
 def plan_lag(cache: CacheConfig) -> int:
     """Steps between an estimate and its use that let the planner see it (module docstring):
     ``cache.window + cache.depth + 2``, a function of the config alone so that a
