@@ -17,6 +17,7 @@ from hotpipe.train.checkpoint import load_checkpoint
 from hotpipe.train.run import build_components, train
 from hotpipe.train.skip import StaleSkipper, current_rows, plan_lag
 from tests.conftest import make_dataset
+from tests.test_skip import _math
 
 CARDS = (50, 7, 300, 20)
 BASE = ["train.progress=false", "train.log_every=5", "model.embedding_dim=4",
@@ -64,12 +65,6 @@ def _run(data: Path, out: Path, *extra: str, lag: bool = True, plan_filter: bool
     assert not check or len(checks) >= 2
     _, records = load_checkpoint(out)
     return json.loads((out / "losses.json").read_text()), np.array(records), m
-
-
-def _math(skip: dict) -> dict:
-    out = {k: v for k, v in skip.items() if k not in ("samples_not_planned", "lookups_not_planned")}
-    out["periods"] = [{k: v for k, v in p.items() if k != "unplanned"} for p in skip["periods"]]
-    return out
 
 
 def test_planned_ids_leave_out_exactly_the_samples_keep_mask_drops():

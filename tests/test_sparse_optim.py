@@ -139,3 +139,19 @@ def test_compiled_coalesce_equals_the_torch_path_bit_for_bit(name, rows, dim, lo
     assert torch.equal(out[0].state, out[1].state)
     assert torch.equal(out[0].dirty, out[1].dirty)
     assert torch.equal(out[0].weights.view(torch.int32), out[1].weights.view(torch.int32))
+
+
+def test_auto_takes_the_compiled_pass_only_with_one_torch_thread(monkeypatch):
+    from hotpipe.model import coalesce
+
+    opt = make_row_optimizer("sgd", lr=0.05, dim=4)
+    emb = SparseEmbedding(store=SlotStore.allocate(8, 4, opt), optimizer=opt)
+    monkeypatch.setattr(coalesce, "AVAILABLE", True)
+    for threads, compiled in ((1, True), (2, False)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda n=threads: n)
+        assert emb._compiled() is compiled
+    monkeypatch.setattr(coalesce, "AVAILABLE", False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert emb._compiled() is False  # no numba: the torch path
+    emb.fused = True
+    assert emb._compiled() is True  # forced

@@ -37,9 +37,17 @@ class SparseEmbedding:
     def __init__(self, *, store: SlotStore, optimizer: RowOptimizer) -> None:
         self.store = store
         self.optimizer = optimizer
-        #: coalesce gradients with the compiled pass when numba is there (same
-        #: result as the torch path, which ``fused = False`` forces).
-        self.fused = _coalesce.AVAILABLE
+        #: None (auto): the compiled, single-threaded pass when numba is there and
+        #: torch runs one intra-op thread; with more, torch's multi-threaded path
+        #: was faster (BENCHMARKS "Embedding step on a quieter machine": compiled
+        #: 1.41-1.49x torch at 1 thread, 0.66-0.79x at 2). True/False force one.
+        #: Both give the same result bit for bit.
+        self.fused: bool | None = None
+
+    def _compiled(self) -> bool:
+        if self.fused is None:
+            return _coalesce.AVAILABLE and torch.get_num_threads() == 1
+        return self.fused
 
     def lookup(self, slots: torch.Tensor) -> torch.Tensor:
         """slots (B, T) int64 -> (B, T, D) float32 leaf that collects the gradient.
@@ -69,7 +77,7 @@ class SparseEmbedding:
         """
         flat = slots.reshape(-1)
         g = grad.reshape(flat.numel(), -1)
-        if self.fused and g.device.type == "cpu" and g.dtype == torch.float32 and flat.numel():
+        if self._compiled() and g.device.type == "cpu" and g.dtype == torch.float32 and flat.numel():
             # One hashed pass: the same sums as below, bit for bit (model/coalesce.py).
             u, c = _coalesce.coalesce(flat.to(torch.int64).contiguous().numpy(),
                                       g.detach().contiguous().numpy())
@@ -107,7 +115,7 @@ class SparseEmbedding:
         """SGD / row-wise Adagrad in one compiled pass over the rows (CPU float32);
         False when this store or optimizer takes the torch path."""
         st, opt = self.store, self.optimizer
-        if not (self.fused and st.weights.device.type == "cpu"
+        if not (self._compiled() and st.weights.device.type == "cpu"
                 and st.weights.dtype == torch.float32 and coalesced.dtype == torch.float32
                 and st.weights.is_contiguous() and st.state.is_contiguous()
                 and type(opt) in (RowSGD, RowwiseAdagrad)):
