@@ -175,6 +175,10 @@ class DistConfig(_Section):
     # with fewer rows than ranks are replicated whatever this says.
     replicate: float | int | str = 0
     profile_steps: int = Field(0, ge=0)
+    # Send the next step's rows that the step in flight leaves unchanged while it
+    # computes (the rest after its update). false = one exchange after each
+    # update: the reference path, the same bits, nothing overlapped.
+    fetch_ahead: bool = True
 
     @field_validator("replicate", mode="before")
     @classmethod

@@ -37,7 +37,8 @@ from tests.conftest import make_dataset
 
 def brute_force(steps: list[np.ndarray], w: int, hot: np.ndarray, dim: int) -> list[dict[str, int]]:
     """Per rank, from the runtime's description, one rank and one peer at a time."""
-    out = [{"rows_sent": 0, "rows_received": 0, "touched": 0} for _ in range(w)]
+    out = [{"rows_sent": 0, "rows_received": 0, "touched": 0, "after": 0} for _ in range(w)]
+    prev: set[int] = set()  # ids of the previous step: its update changes them
     for ids in steps:
         b = len(ids) // w
         need = [set(int(g) for g in ids[s * b:(s + 1) * b].ravel()) - set(hot.tolist()) for s in range(w)]
@@ -50,6 +51,8 @@ def brute_force(steps: list[np.ndarray], w: int, hot: np.ndarray, dim: int) -> l
             out[r]["rows_sent"] += serve + recv
             out[r]["rows_received"] += recv + serve
             out[r]["touched"] += len(touched)
+            out[r]["after"] += sum(1 for g in need[r] if g % w != r and g in prev)
+        prev = set(int(g) for g in ids.ravel())
     return out
 
 
@@ -69,6 +72,7 @@ def test_count_matches_brute_force(w: int, per_rank: int, n_hot: int, seed: int)
     ref = brute_force(steps, w, hot, 4)
     for r, p in enumerate(c.per_rank()):
         assert p["rows_sent"] == ref[r]["rows_sent"] and p["rows_received"] == ref[r]["rows_received"]
+        assert p["rows_fetched_after_update"] == ref[r]["after"]
         assert p["bytes_sent"] == 16 * ref[r]["rows_sent"]
         assert p["allreduce_bytes"] == 3 * 11 * 4 + ref[r]["touched"] * 16
     if w == 1:
@@ -211,9 +215,11 @@ def test_prediction_equals_a_real_run(num_hot: int, tmp_path: Path) -> None:
     assert d["bytes_per_sample"] == pytest.approx(c.totals()["bytes_per_sample"])
     for measured, predicted in zip(d["per_rank"], c.per_rank(), strict=True):
         for key in ("steps", "rows_sent", "rows_received", "bytes_sent", "bytes_received",
-                    "allreduce_bytes"):
+                    "allreduce_bytes", "rows_fetched_ahead", "rows_fetched_after_update"):
             assert measured[key] == predicted[key], (measured["rank"], key)
     assert c.totals()["rows_sent"] > 0 and (num_hot == 0) == (c.touched.sum() == 0)
+    # Both halves of the split fetch carry rows in this run (else the split is untested).
+    assert c.forward_after.sum() > 0 and (c.forward_recv - c.forward_after).sum() > 0
 
 
 # --------------------------------------------------------------------- the CLI

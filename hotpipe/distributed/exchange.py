@@ -10,6 +10,10 @@ owner; ``S_r`` = rows r serves to all requesters, in requester order)::
     route(needs)        needs[s]: (..,) global ids rank s looks up   (local, no traffic)
     fetch(routes)       all_to_all: owner -> requester   send (S_r, D)  recv (U_r, D)
                         -> (.., D) rows of r's lookups
+      or, while the previous step computes (the loop's pipeline):
+    fetch_ahead(routes, changing)   the rows the step in flight does not look up:
+                                    their values are final, send them now
+    fetch_rest(ahead)               after that step's update: the rows it changed
     push(routes, grad)  coalesce r's (.., D) lookup grads to (U_r, D), all_to_all back
                         owner receives (S_r, D), one block per requester in rank order
     apply(...)          owner sums each row's blocks in rank order, row optimizer
@@ -22,6 +26,15 @@ sums in rank order, ``(g1+g2) + (g3+g4)`` instead of ``((g1+g2)+g3)+g4``.
 (Given the same lookup gradients, a row looked up by one rank only gets the
 same bits; the lookup gradients themselves differ in the last bits once the
 dense replicas have absorbed a reordered all-reduce.)
+
+Why the split fetch is exact: a row's value changes only when a step that
+looked it up applies its update. Every rank knows the global batch of the
+step in flight, so owner and requester agree, without asking, which rows of
+the next step it changes (``changing``); the rest are read at once and go out
+in an all-to-all that runs in gloo's threads while this rank computes, and
+the changed ones follow in a second, usually much smaller, all-to-all after
+the update. Both sides order each part as a subsequence of the one-shot
+order, so the merged rows are the bits :meth:`RowExchange.fetch` would give.
 
 Where the owned rows live (``shards.py``): all resident, or tiered behind a
 planned cache; ``route`` turns the local ids a rank serves into the slots the
@@ -67,6 +80,12 @@ class ExchangeStats:
     exchange_seconds: float = 0.0
     allreduce_bytes: int = 0  # payload handed to all_reduce (not wire bytes)
     allreduce_seconds: float = 0.0
+    # Rows received in the exchange sent while the previous step computed,
+    # and in the one after its update (rows it changed); with the first
+    # step's one-shot fetch they sum to rows received forward.
+    rows_fetched_ahead: int = 0
+    rows_fetched_after_update: int = 0
+    ahead_wait_seconds: float = 0.0  # part of exchange_seconds: the ahead exchange not hidden
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -86,6 +105,7 @@ class StepRoutes:
         serve: (S,) slots (in the shard's store) of the rows this rank sends,
             requester by requester; local ids when routed without a slot map.
         send_counts: W ints, rows sent to each requester.
+        serve_ids: (S,) global ids of ``serve``'s rows.
         rep_ids: (Ur,) replicated ids this rank looks up, ascending.
         touched: (Tk,) replicated ids any rank looks up, ascending (all-reduced).
     """
@@ -96,6 +116,7 @@ class StepRoutes:
     recv_counts: list[int]
     serve: torch.Tensor
     send_counts: list[int]
+    serve_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
     rep_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
     touched: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
 
@@ -103,6 +124,30 @@ class StepRoutes:
     def num_remote(self) -> int:
         """Distinct ids fetched through the all-to-all (the rest are replicas)."""
         return len(self.uniq) - len(self.rep_ids)
+
+
+@dataclass
+class Ahead:
+    """The rows of a step sent ahead (:meth:`RowExchange.fetch_ahead`), and what is left.
+
+    Attributes:
+        routes: the step's routes.
+        work, recv: the ahead all-to-all in flight and its (n_ahead, D) rows.
+        late_recv: (U - Ur,) bool, this rank's exchanged rows that come after the update.
+        late_serve: (S,) bool, rows this rank serves after the update.
+        requester: (S,) the rank each served row goes to.
+        owner: (U - Ur,) the rank each exchanged row comes from.
+        rest: whether :meth:`RowExchange.fetch_rest` exchanges again (a step was in flight).
+    """
+
+    routes: StepRoutes
+    work: object
+    recv: torch.Tensor
+    late_recv: torch.Tensor
+    late_serve: torch.Tensor
+    requester: torch.Tensor
+    owner: torch.Tensor
+    rest: bool
 
 
 class Handle:
@@ -156,6 +201,10 @@ class RowExchange:
         """Step ``step`` is updated: a tiered shard may evict its rows now."""
         self.shard.step_done(step)
 
+    def next_ready(self) -> bool:
+        """Whether :meth:`steps` can hand out its next step without waiting for the mover."""
+        return self.shard.next_ready()
+
     def route(self, needs: Sequence[torch.Tensor],
               slots_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepRoutes:
         """needs[s]: int64 global ids rank s looks up (any shape); computed alike on all ranks.
@@ -171,7 +220,7 @@ class RowExchange:
         own_ids = needs[r].reshape(-1)
         u, inv = torch.unique(own_ids, return_inverse=True)  # this rank's distinct ids, sorted
         hot = rep.contains(u) if rep is not None else torch.zeros(len(u), dtype=torch.bool)
-        serve, send_counts, touched = [], [], []
+        serve, serve_ids, send_counts, touched = [], [], [], []
         for s, ids in enumerate(needs):
             if s == r:  # already sorted above
                 v = u[~hot]
@@ -190,6 +239,7 @@ class RowExchange:
             mine = v[self.sharding.owner(v) == r]
             local = self.sharding.local(mine)
             serve.append(slots_of(local) if slots_of is not None else local)
+            serve_ids.append(mine)
             send_counts.append(len(mine))
         cold = u[~hot]
         own = self.sharding.owner(cold)
@@ -202,7 +252,7 @@ class RowExchange:
                        else torch.empty(0, dtype=torch.int64))
         return StepRoutes(tuple(needs[r].shape), u[order], pos[inv],
                           torch.bincount(own, minlength=w).tolist(), torch.cat(serve), send_counts,
-                          rep_ids=u[hot], touched=all_touched)
+                          serve_ids=torch.cat(serve_ids), rep_ids=u[hot], touched=all_touched)
 
     def _count(self, sent_rows: int, recv_rows: int) -> None:
         row_bytes = self.store.dim * FLOAT_BYTES
@@ -220,24 +270,90 @@ class RowExchange:
         send: (S, D) the rows to send, aligned with ``routes.serve`` (default:
         read from the store by slot).
         """
-        d = self.store.dim
         if send is None:
             send = self.store.weights.index_select(0, routes.serve)  # (S, D)
-        recv = torch.empty(routes.num_remote, d, dtype=send.dtype)  # (U - Ur, D), uniq order
-        with self.ctx.guard("row exchange (forward)"):
-            work = dist.all_to_all_single(recv, send, output_split_sizes=routes.recv_counts,
-                                          input_split_sizes=routes.send_counts,
-                                          group=self.ctx.group, async_op=True)
+        work, recv = self._all_to_all(send, routes.send_counts, routes.recv_counts,
+                                      "row exchange (forward)")
         self._count(self._remote(routes.send_counts), self._remote(routes.recv_counts))
         self.stats.steps += 1
+        return Handle(work, recv, lambda rows: self._lookups(routes, rows), self.stats, self.ctx,
+                      "row exchange (forward)")
 
-        def finish(rows: torch.Tensor) -> torch.Tensor:
-            if self.replicas is not None and len(routes.rep_ids):
-                local = self.replicas.store.weights.index_select(0, self.replicas.slots(routes.rep_ids))
-                rows = torch.cat([rows, local])  # (U, D)
-            return rows.index_select(0, routes.inverse).view(*routes.shape, d)
+    def fetch_ahead(self, routes: StepRoutes, changing: torch.Tensor | None) -> Ahead:
+        """Start sending the rows of ``routes`` that the step in flight leaves unchanged.
 
-        return Handle(work, recv, finish, self.stats, self.ctx, "row exchange (forward)")
+        changing: (K,) global ids the step in flight looks up (its update
+            changes them; duplicates allowed), or None when no step is in
+            flight (then every row goes now and :meth:`fetch_rest` sends none).
+
+        Call before the in-flight step's :meth:`push` (every rank issues its
+        collectives in one order); the rows are read from the store now.
+        """
+        n = routes.num_remote
+        w = self.ctx.world_size
+        owner = self.sharding.owner(routes.uniq[:n])  # (n,)
+        requester = torch.repeat_interleave(torch.arange(w), torch.tensor(routes.send_counts))  # (S,)
+        if changing is None:
+            late_recv = torch.zeros(n, dtype=torch.bool)
+            late_serve = torch.zeros(len(routes.serve), dtype=torch.bool)
+        else:
+            late_recv = torch.isin(routes.uniq[:n], changing)
+            late_serve = torch.isin(routes.serve_ids, changing)
+        send = self.store.weights.index_select(0, routes.serve[~late_serve])  # (S_ahead, D)
+        send_counts = torch.bincount(requester[~late_serve], minlength=w).tolist()
+        recv_counts = torch.bincount(owner[~late_recv], minlength=w).tolist()
+        work, recv = self._all_to_all(send, send_counts, recv_counts, "row exchange (ahead)")
+        self._count(self._remote(send_counts), self._remote(recv_counts))
+        self.stats.rows_fetched_ahead += self._remote(recv_counts)
+        return Ahead(routes, work, recv, late_recv, late_serve, requester, owner,
+                     rest=changing is not None)
+
+    def fetch_rest(self, ahead: Ahead) -> Handle:
+        """After the in-flight step's update: send the rows it changed; ``wait()`` ->
+        (*shape, D), the rows of all of ``ahead.routes``'s lookups (as :meth:`fetch`)."""
+        routes, w, d = ahead.routes, self.ctx.world_size, self.store.dim
+        work, recv = None, torch.empty(0, d)
+        if ahead.rest:  # the same on every rank: one more collective, maybe empty
+            send = self.store.weights.index_select(0, routes.serve[ahead.late_serve])
+            send_counts = torch.bincount(ahead.requester[ahead.late_serve], minlength=w).tolist()
+            recv_counts = torch.bincount(ahead.owner[ahead.late_recv], minlength=w).tolist()
+            work, recv = self._all_to_all(send, send_counts, recv_counts, "row exchange (after update)")
+            self._count(self._remote(send_counts), self._remote(recv_counts))
+            self.stats.rows_fetched_after_update += self._remote(recv_counts)
+        self.stats.steps += 1
+        t0 = time.perf_counter()
+        with self.ctx.guard("row exchange (ahead)"):
+            if ahead.work is not None:
+                ahead.work.wait()  # type: ignore[attr-defined]
+        waited = time.perf_counter() - t0
+        self.stats.ahead_wait_seconds += waited
+        self.stats.exchange_seconds += waited
+
+        def merge(late: torch.Tensor) -> torch.Tensor:
+            rows = torch.empty(routes.num_remote, d, dtype=ahead.recv.dtype)  # uniq order
+            rows[~ahead.late_recv] = ahead.recv
+            rows[ahead.late_recv] = late
+            return self._lookups(routes, rows)
+
+        return Handle(work, recv, merge, self.stats, self.ctx, "row exchange (after update)")
+
+    def _all_to_all(self, send: torch.Tensor, send_counts: list[int], recv_counts: list[int],
+                    where: str) -> tuple[object, torch.Tensor]:
+        """Start one row all-to-all: (sum(send_counts), D) out, (sum(recv_counts), D) in."""
+        recv = torch.empty(sum(recv_counts), self.store.dim, dtype=send.dtype)
+        with self.ctx.guard(where):
+            work = dist.all_to_all_single(recv, send, output_split_sizes=recv_counts,
+                                          input_split_sizes=send_counts, group=self.ctx.group,
+                                          async_op=True)
+        return work, recv
+
+    def _lookups(self, routes: StepRoutes, rows: torch.Tensor) -> torch.Tensor:
+        """(U - Ur, D) exchanged rows in uniq order -> (*shape, D) rows of every lookup,
+        replicated ones read from the local copy now (after any update before)."""
+        if self.replicas is not None and len(routes.rep_ids):
+            local = self.replicas.store.weights.index_select(0, self.replicas.slots(routes.rep_ids))
+            rows = torch.cat([rows, local])  # (U, D)
+        return rows.index_select(0, routes.inverse).view(*routes.shape, self.store.dim)
 
     def push(self, routes: StepRoutes, grad: torch.Tensor) -> Handle:
         """Coalesce this rank's lookup gradients (*shape, D) and start sending them to

@@ -274,7 +274,8 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
             checkpoint()
 
     dist_train_steps(ctx=ctx, model=c.model, rows=c.rows, dense_opt=c.dense_opt,
-                     loader=c.train_loader, state=state, stop=stop, on_step=on_step)
+                     loader=c.train_loader, state=state, stop=stop, on_step=on_step,
+                     fetch_ahead=cfg.dist.fetch_ahead)
     if state.step != resumed_at or not resume:  # as train/run.py: a resume at the stop adds nothing
         checkpoint()
     c.rows.write_back()  # each shard complete again (replicated rows included)
@@ -291,7 +292,8 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
     trained = len(state.losses) * cfg.data.batch_size
     seconds = max(p["train_seconds"] for p in per_rank)
     totals = {k: sum(p[k] for p in per_rank) for k in
-              ("rows_sent", "rows_received", "bytes_sent", "bytes_received")}
+              ("rows_sent", "rows_received", "bytes_sent", "bytes_received", "rows_fetched_ahead",
+               "rows_fetched_after_update")}
     caches = [p.pop("cache") for p in per_rank]
     metrics = {
         "final_loss": sum(tail) / len(tail) if tail else None,
@@ -312,10 +314,13 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
             "bytes_received": totals["bytes_received"],
             "bytes_per_sample": totals["bytes_sent"] / trained if trained else 0.0,
             "rows_sent": totals["rows_sent"],
+            # Forward rows sent while the previous step computed / after its update.
+            "rows_fetched_ahead": totals["rows_fetched_ahead"],
+            "rows_fetched_after_update": totals["rows_fetched_after_update"],
             "exchange_seconds": max(p["exchange_seconds"] for p in per_rank),
-            # Nothing overlaps the collectives yet, so every second waited on
-            # one (row/gradient exchange, dense all-reduce) stalled the step,
-            # as did waiting for a tiered shard's mover.
+            # Seconds waited on a collective (what was not hidden behind
+            # compute: exchanges, dense all-reduce) stalled the step, as did
+            # waiting for a tiered shard's mover.
             "stall_seconds": max(p["exchange_seconds"] + p["allreduce_seconds"]
                                  + float(x.get("stall_seconds", 0.0))
                                  for p, x in zip(per_rank, caches, strict=True)),

@@ -72,6 +72,7 @@ class OwnedRows(Protocol):
     store: SlotStore  # the slots rows are read from and updated in during a step
 
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Generator[ShardStep, None, None]: ...
+    def next_ready(self) -> bool: ...  # the next step can be taken from steps() without waiting
     def step_done(self, step: int) -> None: ...
     def flush(self) -> None: ...
     def read_weights(self, local: torch.Tensor) -> torch.Tensor: ...  # (N,) -> (N, D), after flush
@@ -94,6 +95,9 @@ class DirectShard:
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Generator[ShardStep, None, None]:
         for k in range(start, stop):
             yield ShardStep(k, loader.batch(k), _identity)
+
+    def next_ready(self) -> bool:
+        return True
 
     def step_done(self, step: int) -> None:
         pass
@@ -196,6 +200,9 @@ class TieredShard:
         for inp in self.feed.steps(cast(BatchLoader, trace), start, stop):
             owned = cast(_OwnedBatch, inp.batch)
             yield ShardStep(inp.step, owned.batch, _slot_map(owned.ids, inp.slots))
+
+    def next_ready(self) -> bool:
+        return self.feed.next_ready()
 
     def step_done(self, step: int) -> None:
         self.feed.step_done(step)

@@ -16,6 +16,9 @@ ranks: such a table cannot be split, :func:`small_table_rows`)::
     U_s        distinct ids of rank s's samples that are not in H
     M[s, o]    |{g in U_s : g % W == o}|     rows s needs from owner o   (W, W)
     forward    rank r receives sum_{o != r} M[r, o], sends sum_{s != r} M[s, r]
+               of which the rows the previous step looked up (its update
+               changes them) come after that update, the rest ahead, while it
+               computes (the first step of a run: all ahead)
     backward   the same rows in the other direction (one coalesced gradient each)
     replicas   Tk = |union_s (ids of s's samples in H)| rows all-reduced
                (payload Tk * D * 4 bytes, only when Tk > 0)
@@ -108,6 +111,8 @@ class ExchangeCount:
         dense_params: MLP parameters (all-reduced every step with the loss).
         forward_recv: (S, W) rows rank r receives in step s's forward exchange.
         forward_sent: (S, W) rows rank r serves to other ranks in step s.
+        forward_after: (S, W) of ``forward_recv``, the rows step s-1 looked up
+            (they come after its update; the rest come ahead).
         touched: (S,) replicated rows any rank looked up (all-reduced).
         lookups: (S, W) lookups of each rank's samples (``b * T``).
         distinct: (S, W) distinct ids of each rank's samples (replicated included).
@@ -119,6 +124,7 @@ class ExchangeCount:
     dense_params: int = 0
     forward_recv: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     forward_sent: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
+    forward_after: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     touched: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     lookups: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     distinct: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
@@ -149,10 +155,14 @@ class ExchangeCount:
         sent = self.rows_sent().sum(axis=0)
         dense = self.dense_allreduce_bytes() * self.steps
         replica = int(self.replica_allreduce_bytes().sum())
+        recv = self.forward_recv.sum(axis=0)
+        after = self.forward_after.sum(axis=0)
         return [{"rank": r, "steps": self.steps, "rows_sent": int(sent[r]), "rows_received": int(sent[r]),
                  "bytes_sent": int(sent[r]) * self.row_bytes,
                  "bytes_received": int(sent[r]) * self.row_bytes,
-                 "allreduce_bytes": dense + replica} for r in range(self.world_size)]
+                 "allreduce_bytes": dense + replica,
+                 "rows_fetched_ahead": int(recv[r] - after[r]),
+                 "rows_fetched_after_update": int(after[r])} for r in range(self.world_size)]
 
     def totals(self) -> dict[str, float]:
         """Sums over ranks, as ``metrics.json``'s ``dist`` section reports them."""
@@ -183,7 +193,8 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
     if w < 1:
         raise ConfigError("ranks", f"expected >= 1, found {w}")
     hot = np.unique(np.asarray(replicated if replicated is not None else [], dtype=np.int64))
-    recv, sent, touched, looks, dist_ids, samples = [], [], [], [], [], []
+    recv, sent, after, touched, looks, dist_ids, samples = [], [], [], [], [], [], []
+    prev = np.empty(0, dtype=np.int64)  # the previous step's ids: its update changes them
     for ids in steps:
         ids = np.asarray(ids, dtype=np.int64)
         big_b = ids.shape[0]
@@ -201,6 +212,9 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
         diag = np.diag(m)
         recv.append(m.sum(axis=1) - diag)  # rows r needs from others
         sent.append(m.sum(axis=0) - diag)  # rows others need from r
+        late = (cold_g % w != cold_r) & np.isin(cold_g, prev)  # remote, changed by step s-1
+        after.append(np.bincount(cold_r[late], minlength=w))
+        prev = ids.ravel()
         touched.append(len(np.unique(gid[is_hot])))
         looks.append(np.full(w, per.shape[1], dtype=np.int64))
         dist_ids.append(np.bincount(rank, minlength=w))
@@ -211,5 +225,6 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
 
     return ExchangeCount(world_size=w, dim=dim, dense_params=dense_params,
                          forward_recv=stack(recv), forward_sent=stack(sent),
+                         forward_after=stack(after),
                          touched=np.asarray(touched, dtype=np.int64), lookups=stack(looks),
                          distinct=stack(dist_ids), samples=np.asarray(samples, dtype=np.int64))

@@ -68,6 +68,7 @@ class TieredFeed:
         dev = self.store.weights.device
         self._side = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         self._done_event: torch.cuda.Event | None = None
+        self._out: queue.Queue | None = None  # the running steps()'s hand-over queue
 
     # -- the pipeline -----------------------------------------------------
 
@@ -102,6 +103,7 @@ class TieredFeed:
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Iterator[StepInput]:
         self._done = start - 1
         out: queue.Queue = queue.Queue()
+        self._out = out
         stop_evt = threading.Event()
         mover = threading.Thread(target=self._mover, args=(loader, start, stop, out, stop_evt),
                                  name="hotpipe-mover", daemon=True)
@@ -149,6 +151,11 @@ class TieredFeed:
                    "misses": int(self._misses_per_table[t]), "rows_fetched": int(fetched[t])}
             for t, name in enumerate(self.layout.names)
         }
+
+    def next_ready(self) -> bool:
+        """Whether the running :meth:`steps` can hand out its next step without waiting
+        (the mover has made it resident, or has ended)."""
+        return self._out is not None and not self._out.empty()
 
     def step_done(self, step: int) -> None:
         with self._cond:
