@@ -7,6 +7,9 @@ Arms, interleaved round by round (``--repeats`` rounds, medians reported):
 - ``Wrank``     W ranks x 1 thread, every rank's rows resident
 - ``Wrank-tiered``  W ranks x 1 thread, each rank's rows tiered
   (lookahead, ``--capacity`` of its own rows, host backing)
+- ``Wrank-oneshot``, ``Wrank-tiered-oneshot``  the same with
+  ``dist.fetch_ahead=false``: each step's rows fetched in one exchange after
+  the previous update (nothing overlapped; the same bits)
 
 Each arm trains the same ``--steps`` global steps of the same data
 (``train.threads`` sets the threads; the ranks are spawned by
@@ -50,14 +53,14 @@ def _warm_planner() -> None:
     list(Planner(num_rows=8, capacity=4, window=2, depth=1).plan([np.array([1, 2]), np.array([3])]))
 
 
-def _cfg(a: argparse.Namespace, threads: int, tiered: bool) -> RunConfig:
+def _cfg(a: argparse.Namespace, threads: int, tiered: bool, ahead: bool = True) -> RunConfig:
     tree: dict[str, Any] = {
         "data": {"path": a.data, "batch_size": a.batch_size, "val_fraction": 0.01,
                  "max_val_rows": 2048},
         "model": {"embedding_dim": a.dim, "bottom": [64, a.dim], "top": [64, 1]},
         "optim": {"embedding": "rowwise_adagrad", "dense": "adagrad"},
         "train": {"max_steps": a.steps, "progress": False, "threads": threads},
-        "dist": {"replicate": a.replicate},
+        "dist": {"replicate": a.replicate, "fetch_ahead": ahead},
     }
     if tiered:
         tree["cache"] = {"policy": "lookahead", "capacity": a.capacity, "window": 32, "depth": 1}
@@ -71,7 +74,8 @@ def _one(arm: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
         _warm_planner()
         m = train(_cfg(a, 1 if arm == "1proc-1t" else w, False), out, overwrite=True)
         return {"samples_per_s": m["samples_per_s"], "train_seconds": m["train_seconds"]}
-    results = run_ranks(_rank, w, args=(_cfg(a, 1, arm.endswith("tiered")), out), timeout=600)
+    cfg = _cfg(a, 1, "tiered" in arm, ahead=not arm.endswith("oneshot"))
+    results = run_ranks(_rank, w, args=(cfg, out), timeout=600)
     bad = [r for r in results if r.exitcode != 0]
     if bad:
         raise SystemExit(f"{arm}: rank {bad[0].rank} failed: {bad[0].error}")
@@ -82,6 +86,9 @@ def _one(arm: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
             "allreduce_seconds": max(p["allreduce_seconds"] for p in d["per_rank"]),
             "bytes_per_sample": d["bytes_per_sample"],
             "cache_stall_seconds": m["cache"].get("stall_seconds", 0.0),
+            "ahead_wait_seconds": max(p["ahead_wait_seconds"] for p in d["per_rank"]),
+            "rows_fetched_ahead": d["rows_fetched_ahead"],
+            "rows_fetched_after_update": d["rows_fetched_after_update"],
             "hit_rate": m["cache"].get("hit_rate")}
 
 

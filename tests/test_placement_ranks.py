@@ -135,13 +135,24 @@ WORK = Workload(batch_size=48, num_rows=74, state_width=1, model={"embedding_dim
 def test_time_terms_follow_the_model() -> None:
     steps = zipf_steps(4, 48, (40, 25, 9), 0)
     c = count_exchange(steps, world_size=4, dim=8, dense_params=500)
+    one = rank_times(c, WORK, _hw(), ranks_per_host=4, fetch_ahead=False)
+    assert one.share == 2.0  # 4 one-thread ranks on 2 cpus
+    np.testing.assert_allclose(one.compute, 1e-3 + 1e-5 * 12)
+
+    def a2a(sent: np.ndarray, recv: np.ndarray) -> np.ndarray:
+        return 3 * 1e-4 + np.maximum(sent, recv).max(axis=1) * 32 / 1e9
+
+    rest = a2a(c.forward_sent, c.forward_recv) + (6 * 1e-4 + 1.5 * 501 * 4 / 1e9)  # grads, dense
+    np.testing.assert_allclose(one.link, a2a(c.forward_sent, c.forward_recv) + rest)
+    np.testing.assert_allclose(one.step, (one.compute + one.read + one.route) * 2 + one.link)
+    # fetch ahead: step s's unchanged rows hide under step s-1's compute (the first's under
+    # nothing), the changed ones follow in a second all-to-all
     t = rank_times(c, WORK, _hw(), ranks_per_host=4)
-    assert t.share == 2.0  # 4 one-thread ranks on 2 cpus
-    np.testing.assert_allclose(t.compute, 1e-3 + 1e-5 * 12)
-    busiest = np.maximum(c.forward_sent, c.forward_recv).max(axis=1) * 32
-    link = 2 * (3 * 1e-4 + busiest / 1e9) + (6 * 1e-4 + 1.5 * 501 * 4 / 1e9)
-    np.testing.assert_allclose(t.link, link)
-    np.testing.assert_allclose(t.step, (t.compute + t.read + t.route) * 2 + t.link)
+    ahead = a2a(c.forward_sent - c.forward_sent_after, c.forward_recv - c.forward_after)
+    after = a2a(c.forward_sent_after, c.forward_after)
+    under = np.r_[0.0, (t.compute * 2)[:-1]]
+    np.testing.assert_allclose(t.link, np.maximum(ahead - under, 0) + np.r_[0.0, after[1:]] + rest)
+    assert t.link[0] == pytest.approx(one.link[0]) and (t.link[1:] < one.link[1:]).all()
     # a slow link makes the link the limit; a cluster (1 rank a host) shares no cores
     assert rank_times(c, WORK, _hw(1e3), ranks_per_host=1).limit() == "link"
     assert rank_times(c, WORK, _hw(), ranks_per_host=1).share == 1.0

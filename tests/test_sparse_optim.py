@@ -155,3 +155,25 @@ def test_auto_takes_the_compiled_pass_only_with_one_torch_thread(monkeypatch):
     assert emb._compiled() is False  # no numba: the torch path
     emb.fused = True
     assert emb._compiled() is True  # forced
+
+
+def test_warm_loads_the_kernels_only_for_the_compiled_path(monkeypatch):
+    from hotpipe.model import coalesce
+
+    calls = []
+    monkeypatch.setattr(coalesce, "warm", lambda: calls.append(1))
+    opt = make_row_optimizer("rowwise_adagrad", lr=0.05, dim=4)
+    emb = SparseEmbedding(store=SlotStore.allocate(8, 4, opt), optimizer=opt)
+    emb.fused = False
+    emb.warm()
+    assert calls == []
+    emb.fused = True
+    emb.warm()
+    assert calls == [1]
+
+
+def test_warm_runs_the_kernels_without_touching_real_rows():
+    from hotpipe.model import coalesce
+
+    coalesce.warm()  # scratch arrays only; a second call is free
+    coalesce.warm()

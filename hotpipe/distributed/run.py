@@ -142,8 +142,9 @@ def build_dist_components(cfg: RunConfig, ctx: DistContext, *,
     shard = build_owned_rows(cfg.cache, sharding=sharding, dim=dim, optimizer=row_opt,
                              seed=cfg.train.seed, replicated=hot,
                              run_dir=Path(run_dir) if run_dir is not None else None)
-    rows = RowExchange(ctx=ctx, sharding=sharding, shard=shard,
-                       embedding=SparseEmbedding(store=shard.store, optimizer=row_opt),
+    embedding = SparseEmbedding(store=shard.store, optimizer=row_opt)
+    embedding.warm()  # set-up, not the first step's time (callers set the thread count)
+    rows = RowExchange(ctx=ctx, sharding=sharding, shard=shard, embedding=embedding,
                        replicas=replicas)
     return DistComponents(dataset, layout, train_loader, val_loader, model, dense_opt, row_opt, rows)
 

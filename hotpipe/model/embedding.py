@@ -49,6 +49,12 @@ class SparseEmbedding:
             return _coalesce.AVAILABLE and torch.get_num_threads() == 1
         return self.fused
 
+    def warm(self) -> None:
+        """Load the compiled update now if this embedding will use it (call with
+        the training thread count set): its first call reads numba's cache."""
+        if self._compiled():
+            _coalesce.warm()
+
     def lookup(self, slots: torch.Tensor) -> torch.Tensor:
         """slots (B, T) int64 -> (B, T, D) float32 leaf that collects the gradient.
 

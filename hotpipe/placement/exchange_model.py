@@ -113,6 +113,7 @@ class ExchangeCount:
         forward_sent: (S, W) rows rank r serves to other ranks in step s.
         forward_after: (S, W) of ``forward_recv``, the rows step s-1 looked up
             (they come after its update; the rest come ahead).
+        forward_sent_after: (S, W) of ``forward_sent``, the rows sent after the update.
         touched: (S,) replicated rows any rank looked up (all-reduced).
         lookups: (S, W) lookups of each rank's samples (``b * T``).
         distinct: (S, W) distinct ids of each rank's samples (replicated included).
@@ -125,6 +126,7 @@ class ExchangeCount:
     forward_recv: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     forward_sent: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     forward_after: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
+    forward_sent_after: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     touched: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     lookups: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     distinct: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
@@ -193,7 +195,7 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
     if w < 1:
         raise ConfigError("ranks", f"expected >= 1, found {w}")
     hot = np.unique(np.asarray(replicated if replicated is not None else [], dtype=np.int64))
-    recv, sent, after, touched, looks, dist_ids, samples = [], [], [], [], [], [], []
+    recv, sent, after, sent_after, touched, looks, dist_ids, samples = [], [], [], [], [], [], [], []
     prev = np.empty(0, dtype=np.int64)  # the previous step's ids: its update changes them
     for ids in steps:
         ids = np.asarray(ids, dtype=np.int64)
@@ -214,6 +216,7 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
         sent.append(m.sum(axis=0) - diag)  # rows others need from r
         late = (cold_g % w != cold_r) & np.isin(cold_g, prev)  # remote, changed by step s-1
         after.append(np.bincount(cold_r[late], minlength=w))
+        sent_after.append(np.bincount(cold_g[late] % w, minlength=w))
         prev = ids.ravel()
         touched.append(len(np.unique(gid[is_hot])))
         looks.append(np.full(w, per.shape[1], dtype=np.int64))
@@ -225,6 +228,6 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
 
     return ExchangeCount(world_size=w, dim=dim, dense_params=dense_params,
                          forward_recv=stack(recv), forward_sent=stack(sent),
-                         forward_after=stack(after),
+                         forward_after=stack(after), forward_sent_after=stack(sent_after),
                          touched=np.asarray(touched, dtype=np.int64), lookups=stack(looks),
                          distinct=stack(dist_ids), samples=np.asarray(samples, dtype=np.int64))

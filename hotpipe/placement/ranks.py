@@ -13,21 +13,30 @@ their coalesced gradients back), the replica all-reduce and the dense
 all-reduce, rank by rank; a test runs the runtime and compares with its
 ``metrics.json`` number for number.
 
-**Time** per global step (the runtime overlaps nothing yet: every collective
-waits; every rank does the same work, the slowest sets the pace)::
+**Time** per global step (every rank does the same work, the slowest sets
+the pace; the next step's rows the current step leaves unchanged travel
+while it computes, ``distributed/loop.py``)::
 
     cpu      = compute(b)                       one rank's step at b: the runtime at W = 1
                                                 (``rank_compute``) when calibrated, else one
                                                 process's untiered step (``compute``)
              + batch_read * (B - b)             every rank reads the whole batch
              + route(W, B * T)                  every rank works out every peer's routes
-    link     = 2 * all_to_all(W, max_r rows_r * D * 4)     rows out, gradients back
+    ahead    = all_to_all(W, max_r ahead_r * D * 4)        rows sent during the previous
+                                                           step's compute (hidden up to it)
+    link     = max(0, ahead - compute_prev * share)        what compute did not hide
+             + all_to_all(W, max_r after_r * D * 4)        rows the previous step changed
+             + all_to_all(W, max_r rows_r * D * 4)         gradients back
              + all_reduce(W, touched * D * 4)              replicas (when touched)
              + all_reduce(W, (P + 1) * 4)                  MLP gradients and the loss
     step     = cpu * share + link
     share    = max(1, ranks_per_host * threads / cpus)     ranks sharing one machine's cores;
                when ranks_per_host > 1, relative to the link calibration's ranks and times
                their measured concurrency_slowdown * (1 + sync_penalty)
+
+(``fetch_ahead=False``, the runtime's ``dist.fetch_ahead=false``: one
+all-to-all of every row after the update, nothing hidden.) The first step
+has nothing to hide its rows behind and no second exchange.
 
 ``compute``, ``batch_read``, ``route`` and the link come from ``hotpipe
 calibrate`` (:mod:`~hotpipe.placement.calibrate`); the link is gloo over
@@ -130,7 +139,7 @@ class RankPrediction(Prediction):
 
 
 def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
-               ranks_per_host: int | None = None) -> RankTimes:
+               ranks_per_host: int | None = None, fetch_ahead: bool = True) -> RankTimes:
     """Per-step seconds of each term of the module docstring's model.
 
     Args:
@@ -139,6 +148,7 @@ def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
         hw: the machine.
         ranks_per_host: ranks sharing one machine like ``hw``'s (default: all
             W, as on one machine; 1 models a cluster of such machines).
+        fetch_ahead: the runtime's ``dist.fetch_ahead``.
     """
     w = count.world_size
     big_b = count.samples.astype(np.float64)  # (S,)
@@ -153,14 +163,6 @@ def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
         route = np.maximum(route - hw.route.route_s(1, lookups / w), 0.0)
     else:
         compute = hw.compute.per_step_s + hw.compute.per_sample_s * b
-    link = np.zeros_like(big_b)
-    if w > 1:
-        row = count.row_bytes
-        # The slowest rank of each all-to-all: the most rows one rank sends or receives.
-        busiest = np.maximum(count.forward_sent, count.forward_recv).max(axis=1) * row  # (S,)
-        link = 2 * hw.link.all_to_all_s(w, busiest)
-        link = link + np.where(count.touched > 0, hw.link.all_reduce_s(w, count.replica_allreduce_bytes()), 0.0)
-        link = link + hw.link.all_reduce_s(w, count.dense_allreduce_bytes())
     threads = int(work.model.get("threads") or hw.machine.get("torch_threads") or 1)
     cpus = int(hw.machine.get("cpus") or 1)
     per_host = w if ranks_per_host is None else ranks_per_host
@@ -172,8 +174,35 @@ def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
         lk = hw.link
         share = (lk.concurrency_slowdown * share / max(1.0, lk.world_size * threads / cpus)
                  * (1.0 + lk.sync_penalty))
+    link = np.zeros_like(big_b)
+    if w > 1:
+        link = _link_s(count, hw, w, hidden=compute * share if fetch_ahead else None)
     step = (compute + read + route) * share + link
     return RankTimes(compute, read, route, link, share, step)
+
+
+def _link_s(count: ExchangeCount, hw: Hardware, w: int, hidden: np.ndarray | None) -> np.ndarray:
+    """(S,) seconds each step waits on collectives; ``hidden`` (S,): seconds of compute
+    the next step's ahead exchange runs under (None: one exchange after the update)."""
+    row = count.row_bytes
+
+    def busiest(sent: np.ndarray, recv: np.ndarray) -> np.ndarray:
+        # The slowest rank of an all-to-all: the most rows one rank sends or receives.
+        return np.maximum(sent, recv).max(axis=1) * row  # (S,)
+
+    everything = hw.link.all_to_all_s(w, busiest(count.forward_sent, count.forward_recv))
+    if hidden is None:
+        forward = everything
+    else:
+        ahead = hw.link.all_to_all_s(w, busiest(count.forward_sent - count.forward_sent_after,
+                                                count.forward_recv - count.forward_after))
+        after = hw.link.all_to_all_s(w, busiest(count.forward_sent_after, count.forward_after))
+        # Step s's ahead exchange runs under step s-1's compute; the first step's under nothing.
+        under = np.concatenate([[0.0], hidden[:-1]]) if len(hidden) else hidden
+        forward = np.maximum(ahead - under, 0.0) + np.where(np.arange(len(under)) > 0, after, 0.0)
+    link = forward + everything  # gradients go back in one all-to-all
+    link = link + np.where(count.touched > 0, hw.link.all_reduce_s(w, count.replica_allreduce_bytes()), 0.0)
+    return np.asarray(link + hw.link.all_reduce_s(w, count.dense_allreduce_bytes()), dtype=np.float64)
 
 
 class _ServedTrace:
@@ -192,7 +221,7 @@ class _ServedTrace:
 def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw: Hardware,
                   hot: np.ndarray, *, cardinalities: Sequence[int] | None = None,
                   ranks_per_host: int | None = None, memory_budget: int | None = None,
-                  count: ExchangeCount | None = None) -> RankPrediction:
+                  count: ExchangeCount | None = None, fetch_ahead: bool = True) -> RankPrediction:
     """Predict a multi-rank configuration (see the module docstring).
 
     Args:
@@ -207,6 +236,7 @@ def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw:
         ranks_per_host: ranks sharing one machine's cores (see :func:`rank_times`).
         memory_budget: bytes a rank may hold; more makes ``limit="memory"``.
         count: the exchange, when already counted for these steps and ranks.
+        fetch_ahead: the runtime's ``dist.fetch_ahead`` (see :func:`rank_times`).
 
     Raises:
         ConfigError: fewer than 2 ranks; a compute measurement of another model;
@@ -222,7 +252,7 @@ def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw:
     if count is None:
         count = count_exchange(steps, world_size=w, dim=work.dim, replicated=rep,
                                dense_params=work.dense_params)
-    t = rank_times(count, work, hw, ranks_per_host=ranks_per_host)
+    t = rank_times(count, work, hw, ranks_per_host=ranks_per_host, fetch_ahead=fetch_ahead)
     n_steps = count.steps
     samples = int(count.samples.sum())
     notes: list[str] = []

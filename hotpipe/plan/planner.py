@@ -101,6 +101,14 @@ class Planner:
         return (self.policy == "lookahead" and self.kernel != "reference"
                 and _kernel.AVAILABLE)
 
+    def warm(self) -> None:
+        """Load the compiled kernel now, planning two steps of a scratch 8-row cache:
+        its first call in a process reads numba's cache (or compiles), which would
+        otherwise stall the first training step."""
+        if self.compiled:
+            list(Planner(num_rows=8, capacity=4, window=2, depth=1, policy="lookahead",
+                         kernel="compiled").plan([np.array([1, 2]), np.array([3])]))
+
     def _run(self, steps: Iterable[np.ndarray], total: int | None) -> Iterator[StepPlan]:
         if self.compiled:
             self.pinned_peak = 0

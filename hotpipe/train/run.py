@@ -239,6 +239,7 @@ def _train(cfg: RunConfig, run: RunDir, c: Components, *, resume: bool, report: 
            tensorboard: bool) -> dict[str, Any]:
     path, feed, model, dense_opt = run.path, c.feed, c.model, c.dense_opt
     embedding = SparseEmbedding(store=feed.store, optimizer=c.row_opt)
+    embedding.warm()  # set-up, not the first step's time
     offsets = torch.from_numpy(c.layout.offsets.copy())
     fingerprint = dataset_fingerprint(c.dataset)
     state = LoopState()

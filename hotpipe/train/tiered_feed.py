@@ -54,6 +54,7 @@ class TieredFeed:
             raise ValueError(f"planner sized for {planner.capacity} slots of {planner.num_rows} rows; "
                              f"cache has {tiers.cache.num_slots} slots of {layout.num_rows} rows")
         self.tiers, self.planner, self.layout = tiers, planner, layout
+        planner.warm()  # set-up time, not a stall of the first step
         self.store: SlotStore = tiers.cache
         self.depth = planner.depth
         self.stats = FeedStats(moves=tiers.counts)
