@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
@@ -61,6 +61,7 @@ from hotpipe.distributed.replicas import ReplicaSet
 from hotpipe.distributed.sharding import RowSharding
 from hotpipe.distributed.shards import OwnedRows, ShardStep
 from hotpipe.model.embedding import SparseEmbedding
+from hotpipe.placement.routing import Routing, StepRoutes
 from hotpipe.storage.slots import FLOAT_BYTES, SlotStore
 
 
@@ -89,41 +90,6 @@ class ExchangeStats:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-@dataclass
-class StepRoutes:
-    """Who sends which rows to whom in one exchange; the same on every rank up to ``rank``.
-
-    Attributes:
-        shape: shape of this rank's lookups (e.g. (b, T)).
-        uniq: (U,) distinct global ids this rank looks up: the exchanged ones
-            grouped by owner (owner order, ascending within an owner) — the
-            order rows arrive in — then its replicated ones (``rep_ids``).
-        inverse: (L,) index into ``uniq`` of each lookup, L = prod(shape).
-        recv_counts: W ints, rows arriving from each owner.
-        serve: (S,) slots (in the shard's store) of the rows this rank sends,
-            requester by requester; local ids when routed without a slot map.
-        send_counts: W ints, rows sent to each requester.
-        serve_ids: (S,) global ids of ``serve``'s rows.
-        rep_ids: (Ur,) replicated ids this rank looks up, ascending.
-        touched: (Tk,) replicated ids any rank looks up, ascending (all-reduced).
-    """
-
-    shape: tuple[int, ...]
-    uniq: torch.Tensor
-    inverse: torch.Tensor
-    recv_counts: list[int]
-    serve: torch.Tensor
-    send_counts: list[int]
-    serve_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
-    rep_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
-    touched: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
-
-    @property
-    def num_remote(self) -> int:
-        """Distinct ids fetched through the all-to-all (the rest are replicas)."""
-        return len(self.uniq) - len(self.rep_ids)
 
 
 @dataclass
@@ -192,7 +158,8 @@ class RowExchange:
         self.store: SlotStore = shard.store
         self.replicas = replicas if replicas is not None and len(replicas) else None
         self.stats = ExchangeStats()
-        self._changing: torch.Tensor | None = None  # (R,) bool scratch of fetch_ahead
+        self.routing = Routing(sharding.layout.num_rows, world_size=ctx.world_size, rank=ctx.rank,
+                               replicated=self.replicas.rows if self.replicas is not None else None)
 
     def steps(self, loader: BatchLoader, start: int, stop: int) -> Generator[ShardStep, None, None]:
         """Global steps ``[start, stop)`` with this rank's rows of each step resident."""
@@ -208,52 +175,17 @@ class RowExchange:
 
     def route(self, needs: Sequence[torch.Tensor],
               slots_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepRoutes:
-        """needs[s]: int64 global ids rank s looks up (any shape); computed alike on all ranks.
+        """needs[s]: int64 global ids rank s looks up (any shape); computed alike on all ranks
+        (``placement/routing.py``).
 
         ``slots_of`` maps the local ids this rank serves to their slots in the
         store (a step's plan, ``ShardStep.slots_of``); without it ``serve``
         holds local ids (read them with ``shard.read_weights``).
         """
-        w, r = self.ctx.world_size, self.ctx.rank
-        if len(needs) != w:
-            raise ValueError(f"route needs one id tensor per rank ({w}), got {len(needs)}")
-        rep = self.replicas
-        own_ids = needs[r].reshape(-1)
-        u, inv = torch.unique(own_ids, return_inverse=True)  # this rank's distinct ids, sorted
-        hot = rep.contains(u) if rep is not None else torch.zeros(len(u), dtype=torch.bool)
-        serve, serve_ids, send_counts, touched = [], [], [], []
-        for s, ids in enumerate(needs):
-            if s == r:  # already sorted above
-                v = u[~hot]
-                touched.append(u[hot])
-            elif rep is None:
-                # Only the rows s needs from r matter: filter before sorting
-                # (a sort of ~1/W of s's ids instead of all of them).
-                flat = ids.reshape(-1)
-                v = torch.unique(flat[self.sharding.owner(flat) == r])
-            else:  # every replicated id s looks up is summed by the all-reduce
-                v = torch.unique(ids.reshape(-1))
-                v_hot = rep.contains(v)
-                touched.append(v[v_hot])
-                v = v[~v_hot]
-            # Rows s needs from r, ascending: the order s expects them in from r.
-            mine = v[self.sharding.owner(v) == r]
-            local = self.sharding.local(mine)
-            serve.append(slots_of(local) if slots_of is not None else local)
-            serve_ids.append(mine)
-            send_counts.append(len(mine))
-        cold = u[~hot]
-        own = self.sharding.owner(cold)
-        # Rows arrive grouped by owner (ascending within one); replicas come last.
-        order = torch.cat([torch.nonzero(~hot).squeeze(1)[torch.argsort(own, stable=True)],
-                           torch.nonzero(hot).squeeze(1)])
-        pos = torch.empty_like(order)
-        pos[order] = torch.arange(len(order))
-        all_touched = (torch.unique(torch.cat(touched)) if rep is not None
-                       else torch.empty(0, dtype=torch.int64))
-        return StepRoutes(tuple(needs[r].shape), u[order], pos[inv],
-                          torch.bincount(own, minlength=w).tolist(), torch.cat(serve), send_counts,
-                          serve_ids=torch.cat(serve_ids), rep_ids=u[hot], touched=all_touched)
+        routes = self.routing.route(list(needs))
+        if slots_of is not None:
+            routes.serve = slots_of(routes.serve)
+        return routes
 
     def _count(self, sent_rows: int, recv_rows: int) -> None:
         row_bytes = self.store.dim * FLOAT_BYTES
@@ -298,16 +230,8 @@ class RowExchange:
             late_recv = torch.zeros(n, dtype=torch.bool)
             late_serve = torch.zeros(len(routes.serve), dtype=torch.bool)
         else:
-            # Membership by a flag per global row, set and cleared around the
-            # two lookups: O(lookups), where torch.isin sorts both sides (4 ms
-            # a call at B*T = 53k here, a tenth of a step). 1 byte a row.
-            if self._changing is None:
-                self._changing = torch.zeros(self.sharding.layout.num_rows, dtype=torch.bool)
-            flat = changing.reshape(-1)
-            self._changing[flat] = True
-            late_recv = self._changing[routes.uniq[:n]]
-            late_serve = self._changing[routes.serve_ids]
-            self._changing[flat] = False
+            late_recv = self.routing.member(routes.uniq[:n], changing)
+            late_serve = self.routing.member(routes.serve_ids, changing)
         send = self.store.weights.index_select(0, routes.serve[~late_serve])  # (S_ahead, D)
         send_counts = torch.bincount(requester[~late_serve], minlength=w).tolist()
         recv_counts = torch.bincount(owner[~late_recv], minlength=w).tolist()

@@ -54,6 +54,7 @@ from hotpipe.placement.hardware import (
     RouteFit,
     TierRates,
 )
+from hotpipe.placement.routing import Routing
 from hotpipe.plan.planner import Planner
 from hotpipe.plan.policies import make_policy
 from hotpipe.plan.types import StepPlan
@@ -498,44 +499,26 @@ def measure_link(spec: CalibrationSpec, *, world: int = 2) -> Link:
 # ---------------------------------------------------------------------- route
 
 
-def route_work(needs: list[torch.Tensor], rank: int, hot: torch.Tensor | None) -> int:
-    """The tensor work of ``RowExchange.route`` for one rank (``distributed/exchange.py``):
-    every peer's distinct ids, which of them this rank owns, then its own
-    ids' inverse index grouped by owner. Returns the rows it would serve.
-
-    A mirror for timing only (placement may not import the runtime); the
-    calibration times the same torch calls on the same sizes.
-    """
-    w = len(needs)
-    served = 0
-    for ids in needs:
-        u = torch.unique(ids.reshape(-1))
-        if hot is not None:
-            u = u[~torch.isin(u, hot)]
-        mine = u[u.remainder(w) == rank]
-        served += len(mine.div(w, rounding_mode="floor"))
-    u, inv = torch.unique(needs[rank].reshape(-1), return_inverse=True)
-    is_hot = torch.isin(u, hot) if hot is not None else torch.zeros(len(u), dtype=torch.bool)
-    own = u[~is_hot].remainder(w)
-    order = torch.cat([torch.nonzero(~is_hot).squeeze(1)[torch.argsort(own, stable=True)],
-                       torch.nonzero(is_hot).squeeze(1)])
-    pos = torch.empty_like(order)
-    pos[order] = torch.arange(len(order))
-    pos[inv]  # noqa: B018 - the inverse the exchange keeps
-    torch.bincount(own, minlength=w)
-    return served
+def route_work(needs: list[torch.Tensor], rank: int, hot: torch.Tensor | None,
+               num_rows: int) -> int:
+    """One rank's routing of one step, as the runtime does it (``placement/routing.py``,
+    called by ``distributed/exchange.py``'s ``route``). Returns the rows it would serve."""
+    rt = Routing(num_rows, world_size=len(needs), rank=rank, replicated=hot)
+    rt.scratch()  # allocated once per run, not per step
+    return len(rt.route(needs).serve)
 
 
 def measure_route(spec: CalibrationSpec, data: Path) -> RouteFit:
     """Fit :func:`route_work` time against ranks and global lookups (real ids of ``data``;
     the form is :class:`~hotpipe.placement.hardware.RouteFit`'s)."""
     ds = ColumnarDataset.open(data)
-    offsets = torch.from_numpy(TableLayout.of(ds).offsets.copy())
+    layout = TableLayout.of(ds)
+    offsets, num_rows = torch.from_numpy(layout.offsets.copy()), layout.num_rows
     b = spec.run.data.batch_size
     xs, ys = [], []
     for _ in range(spec.repeats):
         for batch in (b, 2 * b):
-            for w in (2, 4, 8):
+            for w in (2, 4, 8, 16):
                 big = max(w, batch - batch % w)
                 times = []
                 for lo in range(0, min(4 * big, ds.rows - big + 1), big):
@@ -543,14 +526,15 @@ def measure_route(spec: CalibrationSpec, data: Path) -> RouteFit:
                     per = big // w  # (B, T) global ids, B/W samples a rank
                     needs = [gids[s * per:(s + 1) * per] for s in range(w)]
                     t0 = time.perf_counter()
-                    route_work(needs, 0, None)
+                    route_work(needs, 0, None, num_rows)
                     times.append(time.perf_counter() - t0)
                 if times:
-                    xs.append([1.0, w, RouteFit.sort_units(w, big * ds.num_tables)])
+                    n = big * ds.num_tables
+                    xs.append([1.0, w, n, RouteFit.sort_units(w, n)])
                     ys.append(float(np.median(times)))
     c = nonneg_lstsq(np.array(xs), np.array(ys))
-    return RouteFit(per_step_s=float(c[0]), per_rank_s=float(c[1]), per_lookup_s=float(c[2]),
-                    measured=True)
+    return RouteFit(per_step_s=float(c[0]), per_rank_s=float(c[1]), per_scan_s=float(c[2]),
+                    per_lookup_s=float(c[3]), measured=True)
 
 
 # ---------------------------------------------------------------------- all

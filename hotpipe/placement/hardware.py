@@ -144,25 +144,28 @@ class RouteFit:
     """CPU work a distributed step adds on every rank, beyond one process's step at B/W.
 
     Every rank reads the whole global batch and works out every peer's routes
-    (``distributed/exchange.py``'s ``route``: W sorts of ``L / W`` ids, L = B * T
-    lookups of the global batch), so this grows with the *global* batch, like
-    sorting it in W pieces::
+    (``placement/routing.py``: one pass over the L = B * T lookups of the
+    global batch for the rows it owns, then sorts of about ``L / W`` ids), so
+    this grows with the *global* batch::
 
-        per_step_s + per_rank_s * W + per_lookup_s * L * log2(max(2, L / W))
+        per_step_s + per_rank_s * W + per_scan_s * L
+                   + per_lookup_s * (L / W) * log2(max(2, L / W))
     """
 
     per_step_s: float = 0.0
     per_rank_s: float = 0.0
     per_lookup_s: float = 0.0
     measured: bool = False
+    per_scan_s: float = 0.0
 
     @staticmethod
     def sort_units(world_size: int, lookups: Any) -> Any:
-        """``L * log2(L / W)``: the work of sorting L ids in W pieces."""
-        return lookups * np.log2(np.maximum(2.0, np.asarray(lookups, dtype=np.float64) / world_size))
+        """``(L / W) * log2(L / W)``: the work of sorting the L / W ids one rank routes."""
+        per = np.asarray(lookups, dtype=np.float64) / world_size
+        return per * np.log2(np.maximum(2.0, per))
 
     def route_s(self, world_size: int, lookups: Any) -> Any:
-        return (self.per_step_s + self.per_rank_s * world_size
+        return (self.per_step_s + self.per_rank_s * world_size + self.per_scan_s * lookups
                 + self.per_lookup_s * self.sort_units(world_size, lookups))
 
 
