@@ -179,6 +179,20 @@ class DistConfig(_Section):
     # computes (the rest after its update). false = one exchange after each
     # update: the reference path, the same bits, nothing overlapped.
     fetch_ahead: bool = True
+    # 0 = exact. 1 = BagPipe-style relaxed sync, opt-in: every exchanged row of
+    # the next step goes ahead, before the in-flight step's update, so a row
+    # both steps use arrives one update late (its owner still applies every
+    # gradient; replicated rows stay exact). Saves the second exchange; changes
+    # results (BENCHMARKS "Relaxed sync"). Needs fetch_ahead.
+    staleness: int = Field(0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _stale_needs_ahead(self) -> DistConfig:
+        if self.staleness and not self.fetch_ahead:
+            raise ConfigError("dist.staleness", "expected 0 with dist.fetch_ahead=false (stale "
+                                                "rows are the ones sent ahead); found "
+                                                f"{self.staleness}")
+        return self
 
     @field_validator("replicate", mode="before")
     @classmethod

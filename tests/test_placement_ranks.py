@@ -75,6 +75,8 @@ def test_count_matches_brute_force(w: int, per_rank: int, n_hot: int, seed: int)
         assert p["rows_fetched_after_update"] == ref[r]["after"]
         assert p["bytes_sent"] == 16 * ref[r]["rows_sent"]
         assert p["allreduce_bytes"] == 3 * 11 * 4 + ref[r]["touched"] * 16
+    stale = count_exchange(steps, world_size=w, dim=4, replicated=hot, staleness=1)
+    assert stale.forward_after.sum() == 0 and np.array_equal(stale.forward_recv, c.forward_recv)
     if w == 1:
         assert c.rows_sent().sum() == 0
 

@@ -64,12 +64,15 @@ def local_batch(batch_size: int, world_size: int) -> int:
 def dist_train_steps(*, ctx: DistContext, model: RecModel, rows: RowExchange,
                      dense_opt: torch.optim.Optimizer, loader: BatchLoader, state: LoopState,
                      stop: int, on_step: Callable[[int], None] | None = None,
-                     fetch_ahead: bool = True) -> None:
+                     fetch_ahead: bool = True, staleness: int = 0) -> None:
     """Train global steps ``[state.step, stop)``; ``state.losses`` gets the global loss.
 
     ``fetch_ahead=False`` (``dist.fetch_ahead``) takes each step after the
     previous one's update and fetches all its rows in one exchange: nothing
     overlaps, the same bits (the reference the split fetch is tested against).
+    ``staleness=1`` (``dist.staleness``, opt-in, not exact) sends every
+    exchanged row of the next step ahead, before the in-flight update: a row
+    both steps use arrives without that update (replicated rows stay exact).
 
     Raises:
         ConfigError: the batch size is not a multiple of the world size.
@@ -86,7 +89,7 @@ def dist_train_steps(*, ctx: DistContext, model: RecModel, rows: RowExchange,
     t_start = time.perf_counter()
     try:
         with closing(rows.steps(loader, state.step, stop)) as steps:
-            nxt = _Next(rows, steps, offsets, w, overlap=fetch_ahead)
+            nxt = _Next(rows, steps, offsets, w, overlap=fetch_ahead, stale=staleness > 0)
             nxt.take(None)  # no step in flight: every row of the first goes at once
             while nxt.step is not None:
                 cur, gids, ahead = nxt.step, nxt.gids, nxt.ahead
@@ -108,19 +111,20 @@ class _Next:
     """The step after the one in flight: taken from the shard, routed, its rows sent ahead."""
 
     def __init__(self, rows: RowExchange, steps: Iterator[ShardStep], offsets: torch.Tensor,
-                 world_size: int, *, overlap: bool) -> None:
+                 world_size: int, *, overlap: bool, stale: bool = False) -> None:
         self.rows, self.steps, self.offsets, self.w = rows, steps, offsets, world_size
         self.step: ShardStep | None = None
         self.gids = torch.empty(0, dtype=torch.int64)
         self.ahead: Ahead | None = None
         # overlap=False: the loop takes each step itself, after the previous update.
         self.taken = not overlap
-        self.overlap = overlap
+        self.overlap, self.stale = overlap, stale
 
     def take(self, changing: torch.Tensor | None) -> None:
         """Take the next step (waiting for the shard if need be) and start its ahead exchange.
 
         changing: (B, T) global ids of the step in flight, None when none is.
+            Ignored when stale: every row goes now, none after the update.
         """
         self.taken = True
         self.step = next(self.steps, None)
@@ -132,7 +136,7 @@ class _Next:
         b = len(self.gids) // self.w
         routes = self.rows.route([self.gids[s * b:(s + 1) * b] for s in range(self.w)],
                                  self.step.slots_of)
-        self.ahead = self.rows.fetch_ahead(routes, changing)
+        self.ahead = self.rows.fetch_ahead(routes, None if self.stale else changing)
 
 
 def _one_step(ctx: DistContext, model: RecModel, rows: RowExchange,

@@ -276,7 +276,7 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
 
     dist_train_steps(ctx=ctx, model=c.model, rows=c.rows, dense_opt=c.dense_opt,
                      loader=c.train_loader, state=state, stop=stop, on_step=on_step,
-                     fetch_ahead=cfg.dist.fetch_ahead)
+                     fetch_ahead=cfg.dist.fetch_ahead, staleness=cfg.dist.staleness)
     if state.step != resumed_at or not resume:  # as train/run.py: a resume at the stop adds nothing
         checkpoint()
     c.rows.write_back()  # each shard complete again (replicated rows included)
@@ -311,6 +311,7 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
             "sharding": "row-wise, global row % world_size",
             "local_batch": cfg.data.batch_size // ctx.world_size,
             "replicated_rows": len(c.rows.replicas) if c.rows.replicas is not None else 0,
+            "staleness": cfg.dist.staleness,  # 0: exact
             "bytes_sent": totals["bytes_sent"],
             "bytes_received": totals["bytes_received"],
             "bytes_per_sample": totals["bytes_sent"] / trained if trained else 0.0,

@@ -177,7 +177,8 @@ class ExchangeCount:
 
 
 def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
-                   replicated: np.ndarray | None = None, dense_params: int = 0) -> ExchangeCount:
+                   replicated: np.ndarray | None = None, dense_params: int = 0,
+                   staleness: int = 0) -> ExchangeCount:
     """Count the runtime's exchange over global batches ``steps`` ((B, T) int64 global ids each).
 
     Args:
@@ -187,6 +188,8 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
         dim: embedding dimension (floats per row exchanged).
         replicated: every row held by all ranks (:func:`replicated_set`).
         dense_params: MLP parameters (for the dense all-reduce payload).
+        staleness: the runtime's ``dist.staleness``; 1 sends every row ahead
+            (nothing after the update).
 
     Raises:
         ConfigError: a batch size that is not a multiple of the world size.
@@ -198,6 +201,8 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
     recv, sent, after, sent_after, touched, looks, dist_ids, samples = [], [], [], [], [], [], [], []
     prev = np.empty(0, dtype=np.int64)  # the previous step's ids: its update changes them
     for ids in steps:
+        if staleness:
+            prev = prev[:0]  # stale: no row waits for the update
         ids = np.asarray(ids, dtype=np.int64)
         big_b = ids.shape[0]
         if big_b % w:

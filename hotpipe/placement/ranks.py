@@ -35,8 +35,9 @@ while it computes, ``distributed/loop.py``)::
                their measured concurrency_slowdown * (1 + sync_penalty)
 
 (``fetch_ahead=False``, the runtime's ``dist.fetch_ahead=false``: one
-all-to-all of every row after the update, nothing hidden.) The first step
-has nothing to hide its rows behind and no second exchange.
+all-to-all of every row after the update, nothing hidden; ``staleness=1``:
+every row ahead, no exchange after the update.) The first step has nothing
+to hide its rows behind and no second exchange.
 
 ``compute``, ``batch_read``, ``route`` and the link come from ``hotpipe
 calibrate`` (:mod:`~hotpipe.placement.calibrate`); the link is gloo over
@@ -139,7 +140,8 @@ class RankPrediction(Prediction):
 
 
 def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
-               ranks_per_host: int | None = None, fetch_ahead: bool = True) -> RankTimes:
+               ranks_per_host: int | None = None, fetch_ahead: bool = True,
+               staleness: int = 0) -> RankTimes:
     """Per-step seconds of each term of the module docstring's model.
 
     Args:
@@ -149,6 +151,7 @@ def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
         ranks_per_host: ranks sharing one machine like ``hw``'s (default: all
             W, as on one machine; 1 models a cluster of such machines).
         fetch_ahead: the runtime's ``dist.fetch_ahead``.
+        staleness: the runtime's ``dist.staleness`` (1: no exchange after the update).
     """
     w = count.world_size
     big_b = count.samples.astype(np.float64)  # (S,)
@@ -176,14 +179,17 @@ def rank_times(count: ExchangeCount, work: Workload, hw: Hardware, *,
                  * (1.0 + lk.sync_penalty))
     link = np.zeros_like(big_b)
     if w > 1:
-        link = _link_s(count, hw, w, hidden=compute * share if fetch_ahead else None)
+        link = _link_s(count, hw, w, hidden=compute * share if fetch_ahead else None,
+                       second=not staleness)
     step = (compute + read + route) * share + link
     return RankTimes(compute, read, route, link, share, step)
 
 
-def _link_s(count: ExchangeCount, hw: Hardware, w: int, hidden: np.ndarray | None) -> np.ndarray:
+def _link_s(count: ExchangeCount, hw: Hardware, w: int, hidden: np.ndarray | None,
+            second: bool = True) -> np.ndarray:
     """(S,) seconds each step waits on collectives; ``hidden`` (S,): seconds of compute
-    the next step's ahead exchange runs under (None: one exchange after the update)."""
+    the next step's ahead exchange runs under (None: one exchange after the update);
+    ``second``: whether an exchange follows the update (not when stale)."""
     row = count.row_bytes
 
     def busiest(sent: np.ndarray, recv: np.ndarray) -> np.ndarray:
@@ -199,7 +205,8 @@ def _link_s(count: ExchangeCount, hw: Hardware, w: int, hidden: np.ndarray | Non
         after = hw.link.all_to_all_s(w, busiest(count.forward_sent_after, count.forward_after))
         # Step s's ahead exchange runs under step s-1's compute; the first step's under nothing.
         under = np.concatenate([[0.0], hidden[:-1]]) if len(hidden) else hidden
-        forward = np.maximum(ahead - under, 0.0) + np.where(np.arange(len(under)) > 0, after, 0.0)
+        forward = np.maximum(ahead - under, 0.0) + np.where(
+            (np.arange(len(under)) > 0) & second, after, 0.0)
     link = forward + everything  # gradients go back in one all-to-all
     link = link + np.where(count.touched > 0, hw.link.all_reduce_s(w, count.replica_allreduce_bytes()), 0.0)
     return np.asarray(link + hw.link.all_reduce_s(w, count.dense_allreduce_bytes()), dtype=np.float64)
@@ -221,7 +228,8 @@ class _ServedTrace:
 def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw: Hardware,
                   hot: np.ndarray, *, cardinalities: Sequence[int] | None = None,
                   ranks_per_host: int | None = None, memory_budget: int | None = None,
-                  count: ExchangeCount | None = None, fetch_ahead: bool = True) -> RankPrediction:
+                  count: ExchangeCount | None = None, fetch_ahead: bool = True,
+                  staleness: int = 0) -> RankPrediction:
     """Predict a multi-rank configuration (see the module docstring).
 
     Args:
@@ -236,7 +244,8 @@ def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw:
         ranks_per_host: ranks sharing one machine's cores (see :func:`rank_times`).
         memory_budget: bytes a rank may hold; more makes ``limit="memory"``.
         count: the exchange, when already counted for these steps and ranks.
-        fetch_ahead: the runtime's ``dist.fetch_ahead`` (see :func:`rank_times`).
+        fetch_ahead, staleness: the runtime's ``dist.fetch_ahead`` and
+            ``dist.staleness`` (see :func:`rank_times`).
 
     Raises:
         ConfigError: fewer than 2 ranks; a compute measurement of another model;
@@ -251,8 +260,9 @@ def predict_ranks(c: Candidate, steps: Iterable[np.ndarray], work: Workload, hw:
     rep = replicated_set(hot, cardinalities, w)
     if count is None:
         count = count_exchange(steps, world_size=w, dim=work.dim, replicated=rep,
-                               dense_params=work.dense_params)
-    t = rank_times(count, work, hw, ranks_per_host=ranks_per_host, fetch_ahead=fetch_ahead)
+                               dense_params=work.dense_params, staleness=staleness)
+    t = rank_times(count, work, hw, ranks_per_host=ranks_per_host, fetch_ahead=fetch_ahead,
+                   staleness=staleness)
     n_steps = count.steps
     samples = int(count.samples.sum())
     notes: list[str] = []
