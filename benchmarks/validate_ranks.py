@@ -36,13 +36,13 @@ import numpy as np
 from hotpipe.config import RunConfig, validate
 from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.data.loader import TrainTrace
+from hotpipe.distributed.calibrate import measure_rank_compute
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.run import train_distributed
 from hotpipe.distributed.spawn import run_ranks
 from hotpipe.placement.calibrate import CalibrationSpec, calibrate, make_calibration_data
 from hotpipe.placement.costmodel import Candidate, workload_from_config
 from hotpipe.placement.exchange_model import count_exchange, hottest_rows, replicated_set
-from hotpipe.placement.fit import nonneg_lstsq
 from hotpipe.placement.hardware import ComputeFit, Hardware
 from hotpipe.placement.ranks import predict_ranks
 
@@ -120,8 +120,8 @@ def main() -> None:
         big_b = max(c.batch for c in configs)
         datasets: dict[float, Path] = {}
         for z in sorted({c.zipf for c in configs}):
-            rows = int((a.steps + 2) * big_b / 0.99) + 512
-            datasets[z] = make_calibration_data(work_dir / f"data-{z}", rows=rows, tables=26,
+            n_rows = int((a.steps + 2) * big_b / 0.99) + 512
+            datasets[z] = make_calibration_data(work_dir / f"data-{z}", rows=n_rows, tables=26,
                                                 rows_per_table=a.rows_per_table, num_dense=13,
                                                 seed=1, zipf=z)
         # What each point trains, its replicated rows (chosen here and handed to
@@ -154,16 +154,10 @@ def main() -> None:
 
         def rank_compute(d: int) -> ComputeFit:
             """One rank's step on the runtime itself (W = 1) at the per-rank batches."""
-            xs, ys = [], []
-            for b in (big_b // 2, big_b // 4):
-                cfg = run_cfg(datasets[configs[0].zipf], Config(1.05, b, d, 0), a.steps)
-                m = measure(cfg, 1, np.empty(0, dtype=np.int64), work_dir / f"rank1-{b}")
-                xs.append([1.0, b])
-                ys.append(b / m["samples_per_s"])
-                print(f"  calibrate: one rank on the runtime, b={b}: {m['samples_per_s']:,.0f} samples/s",
-                      flush=True)
-            c = nonneg_lstsq(np.array(xs), np.array(ys))
-            return ComputeFit(per_step_s=float(c[0]), per_sample_s=float(c[1]), model={})
+            data = datasets[configs[0].zipf]
+            return measure_rank_compute(run_cfg(data, Config(1.05, big_b // 2, d, 0), a.steps), data,
+                                        [big_b // 2, big_b // 4], workdir=work_dir,
+                                        log=lambda m: print(f"  calibrate: {m}", flush=True))
 
         cals: list[dict[int, Hardware]] = [calibrate_all()]
         measured: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(points))}

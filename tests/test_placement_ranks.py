@@ -283,3 +283,14 @@ def test_synthetic_steps_are_seeded_and_in_range() -> None:
     assert sum(table_set("terabyte")) == 187_767_399
     with pytest.raises(ConfigError):
         table_set("avazu")
+
+
+def test_rank_compute_is_measured_on_the_runtime(tmp_path: Path) -> None:
+    from hotpipe.distributed.calibrate import measure_rank_compute
+
+    data = make_dataset(tmp_path / "data", rows=600)
+    fit = measure_rank_compute(_cfg(data), data, [BATCH, 2 * BATCH], workdir=tmp_path)
+    assert fit.per_step_s >= 0 and fit.per_sample_s >= 0 and fit.per_step_s + fit.per_sample_s > 0
+    assert fit.model["embedding_dim"] == DIM and fit.model["tables"] == 4  # what it measured
+    with pytest.raises(ConfigError, match="batches"):
+        measure_rank_compute(_cfg(data), data, [BATCH, BATCH])

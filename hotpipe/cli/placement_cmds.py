@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -60,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="rows of each calibration table for tier/planner rates (default 32768)")
     c.add_argument("--steps", type=int, default=30, help="training steps per compute measurement")
     c.add_argument("--repeats", type=int, default=3, help="measurements per point (median)")
+    c.add_argument("--rank-compute", action="store_true",
+                   help="also time one rank of the distributed runtime (W = 1, spawned) at B/2 and "
+                        "B/4: `plan --ranks` then uses it for a rank's CPU time (validated this way)")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     c.set_defaults(func=_calibrate)
 
@@ -124,9 +128,30 @@ def _calibrate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{key.replace('_', '-')}", f"expected >= 1, found {getattr(args, key)}")
     hw = calibrate(CalibrationSpec(run=cfg, tables=tables, num_dense=dense, steps=args.steps,
                                    repeats=args.repeats, rows_per_table=args.rows_per_table), log=_log)
+    if args.rank_compute:
+        hw = dataclasses.replace(hw, rank_compute=_rank_compute(args, cfg, tables, dense))
     hw.save(args.out)
     print(json.dumps({"out": args.out, **hw.to_dict()}, indent=2))
     return 0
+
+
+def _rank_compute(args: argparse.Namespace, cfg: Any, tables: int, dense: int) -> Any:
+    """One rank of the runtime at the per-rank batches of 2 and 4 ranks, on --data or
+    on a Zipf calibration set of the configured shape."""
+    import tempfile
+
+    from hotpipe.distributed.calibrate import measure_rank_compute
+    from hotpipe.placement.calibrate import make_calibration_data
+
+    big = cfg.data.batch_size
+    batches = [max(2, big // 2), max(1, big // 4)]
+    _log(f"rank compute: the distributed runtime at W = 1, batches {batches}")
+    with tempfile.TemporaryDirectory(prefix="hotpipe-rank-data-") as tmp:
+        data = args.data or make_calibration_data(
+            Path(tmp) / "data", rows=int((args.steps + 2) * big / 0.99) + 512, tables=tables,
+            rows_per_table=args.rows_per_table, num_dense=dense, seed=cfg.train.seed)
+        run = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": args.steps})})
+        return measure_rank_compute(run, data, batches, log=_log)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -173,7 +198,8 @@ def _plan(args: argparse.Namespace) -> int:
             policies=tuple(p for p in args.policies.split(",") if p),
             tiers=tuple(t for t in args.tiers.split(",") if t), ranks=w,
             replicate_shares=_floats(args.replicate, "--replicate"),
-            ranks_per_host=min(args.ranks_per_host, w), cardinalities=tuple(cards))
+            ranks_per_host=min(args.ranks_per_host, w), cardinalities=tuple(cards),
+            fetch_ahead=cfg.dist.fetch_ahead, staleness=cfg.dist.staleness)
         preds, skipped = search(trace, space, work, hw, log=_log)
         if len(ranks) == 1:
             print(render_plan(preds[: args.top], steps_planned, skipped))

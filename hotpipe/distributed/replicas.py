@@ -113,10 +113,6 @@ class ReplicaSet:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def contains(self, global_ids: torch.Tensor) -> torch.Tensor:
-        """(N,) global ids -> (N,) bool, replicated or not."""
-        return torch.isin(global_ids, self.rows)
-
     def slots(self, global_ids: torch.Tensor) -> torch.Tensor:
         """(N,) replicated global ids -> (N,) slots of the replica store."""
         return torch.searchsorted(self.rows, global_ids)

@@ -50,6 +50,8 @@ class SearchSpace:
             (1: a cluster of such machines; ``ranks``: all on this one).
         cardinalities: the tables' rows (small tables are replicated as the
             runtime does); None: that rule is not applied.
+        fetch_ahead, staleness: the run's ``dist.fetch_ahead`` and
+            ``dist.staleness`` (how the runtime exchanges; ranks > 1 only).
     """
 
     memory: int
@@ -64,6 +66,8 @@ class SearchSpace:
     replicate_shares: tuple[float, ...] = (0.0, 0.001, 0.01)
     ranks_per_host: int = 1
     cardinalities: tuple[int, ...] | None = None
+    fetch_ahead: bool = True
+    staleness: int = 0
 
     def __post_init__(self) -> None:
         if self.memory <= 0:
@@ -142,12 +146,14 @@ def search(trace: TrainTrace | Sequence[np.ndarray], space: SearchSpace, work: W
                 log(f"counting the exchange of {c.ranks} ranks, {c.replicated:,} hot rows replicated")
                 counts[c.replicated] = count_exchange(
                     trace, world_size=c.ranks, dim=work.dim, dense_params=work.dense_params,
-                    replicated=replicated_set(hot[c.replicated], space.cardinalities, c.ranks))
+                    replicated=replicated_set(hot[c.replicated], space.cardinalities, c.ranks),
+                    staleness=space.staleness)
             try:
                 preds.append(predict_ranks(c, trace, work, hw, hot[c.replicated],
                                            cardinalities=space.cardinalities,
                                            ranks_per_host=space.ranks_per_host,
-                                           memory_budget=space.memory, count=counts[c.replicated]))
+                                           memory_budget=space.memory, count=counts[c.replicated],
+                                           fetch_ahead=space.fetch_ahead, staleness=space.staleness))
             except CapacityError as e:
                 skipped.append(f"{c.label()}: {e}")
                 need = min(need, e.needed)
