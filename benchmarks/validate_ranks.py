@@ -35,16 +35,20 @@ import numpy as np
 
 from hotpipe.config import RunConfig, validate
 from hotpipe.data.columnar import ColumnarDataset
+from hotpipe.data.layout import TableLayout
 from hotpipe.data.loader import TrainTrace
 from hotpipe.distributed.calibrate import measure_rank_compute
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.run import train_distributed
+from hotpipe.distributed.sharding import RowSharding
 from hotpipe.distributed.spawn import run_ranks
+from hotpipe.model.sparse_optim import make_row_optimizer
 from hotpipe.placement.calibrate import CalibrationSpec, calibrate, make_calibration_data
 from hotpipe.placement.costmodel import Candidate, workload_from_config
 from hotpipe.placement.exchange_model import count_exchange, hottest_rows, replicated_set
 from hotpipe.placement.hardware import ComputeFit, Hardware
 from hotpipe.placement.ranks import predict_ranks
+from hotpipe.train.builders import capacity_rows
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,11 @@ class Config:
     batch: int
     dim: int
     replicate: float  # share of all rows replicated (0: none)
+    capacity: float = 0.0  # > 0: tiered ranks, lookahead over this share of each rank's rows
 
     def label(self) -> str:
-        return f"zipf={self.zipf} B={self.batch} D={self.dim} repl={self.replicate:g}"
+        tier = f" tier={self.capacity:g}" if self.capacity else ""
+        return f"zipf={self.zipf} B={self.batch} D={self.dim} repl={self.replicate:g}{tier}"
 
 
 CONFIGS = [
@@ -69,17 +75,30 @@ CONFIGS = [
     Config(1.2, 1024, 64, 0.0),
 ]
 
+# --tiered: each rank's rows behind its own lookahead cache (host backing),
+# the part of the ranks model marked unvalidated until measured here.
+TIERED = [
+    Config(1.05, 2048, 16, 0.0, capacity=0.1),
+    Config(1.05, 2048, 16, 0.01, capacity=0.1),
+    Config(1.2, 2048, 64, 0.0, capacity=0.05),
+]
+TIER_WINDOW, TIER_DEPTH = 32, 1
+
 
 def load() -> float:
     return os.getloadavg()[0]
 
 
 def run_cfg(data: Path, c: Config, steps: int) -> RunConfig:
-    return validate({"data": {"path": str(data), "batch_size": c.batch, "val_fraction": 0.01,
-                              "max_val_rows": 256},
-                     "model": {"embedding_dim": c.dim, "bottom": [64, c.dim]},
-                     "train": {"threads": 1, "progress": False, "max_steps": steps,
-                               "log_every": 1000, "checkpoint_every": 0}})
+    tree: dict[str, Any] = {"data": {"path": str(data), "batch_size": c.batch, "val_fraction": 0.01,
+                                     "max_val_rows": 256},
+                            "model": {"embedding_dim": c.dim, "bottom": [64, c.dim]},
+                            "train": {"threads": 1, "progress": False, "max_steps": steps,
+                                      "log_every": 1000, "checkpoint_every": 0}}
+    if c.capacity:
+        tree["cache"] = {"policy": "lookahead", "capacity": c.capacity, "window": TIER_WINDOW,
+                         "depth": TIER_DEPTH, "backing": "host"}
+    return validate(tree)
 
 
 def _rank(ctx: DistContext, cfg: RunConfig, out: str, hot: np.ndarray) -> dict[str, Any]:
@@ -93,7 +112,8 @@ def measure(cfg: RunConfig, w: int, hot: np.ndarray, out: Path) -> dict[str, Any
         raise RuntimeError(f"a rank failed: {[r.error for r in res if r.error]}")
     m = json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
-    return {"samples_per_s": m["samples_per_s"], "dist": m["dist"], "loadavg": [before, load()]}
+    return {"samples_per_s": m["samples_per_s"], "dist": m["dist"], "cache": m["cache"],
+            "loadavg": [before, load()]}
 
 
 def main() -> None:
@@ -106,13 +126,17 @@ def main() -> None:
     ap.add_argument("--rank-compute", action="store_true",
                     help="calibrate a rank's compute on the runtime itself (one rank) instead of "
                          "one process's training step")
+    ap.add_argument("--tiered", type=int, default=0,
+                    help="also the first N tiered configurations (each rank's rows behind a "
+                         "lookahead cache; predicted rows fetched checked against rank 0's)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 configs, 1 repeat, 2 ranks")
     ap.add_argument("--out", default="validate_ranks.json")
     a = ap.parse_args()
-    configs = CONFIGS[: a.configs]
+    configs = CONFIGS[: a.configs] + TIERED[: a.tiered]
     ranks = [int(x) for x in a.ranks.split(",")]
     if a.quick:
-        configs, a.repeats, ranks, a.steps = CONFIGS[:2], 1, [2], 8
+        configs, a.repeats, ranks, a.steps = CONFIGS[:1] + TIERED[:1], 1, [2], 8
+    tiered = any(c.capacity for c in configs)
     work_dir = Path(tempfile.mkdtemp(prefix="hotpipe-validate-ranks-"))
     t_start = time.time()
     load0 = load()
@@ -144,7 +168,9 @@ def main() -> None:
                 # B/2 and B/4 of the largest batch: the per-rank batches of 2 and 4 ranks.
                 base = run_cfg(datasets[configs[0].zipf], Config(1.05, big_b // 2, d, 0), 15)
                 spec = CalibrationSpec(run=base, tables=26, num_dense=13, steps=12, repeats=2,
-                                       policies=(), tiers=(), overlap=False, link=i == 0, route=i == 0,
+                                       policies=("lookahead",) if tiered else (),
+                                       tiers=("host",) if tiered else (), overlap=tiered,
+                                       link=i == 0, route=i == 0,
                                        workdir=str(work_dir))
                 out[d] = calibrate(spec, log=lambda m: print(f"  calibrate: {m}", flush=True))
             first = out[dims[0]]  # link and route do not depend on the model
@@ -179,8 +205,17 @@ def main() -> None:
             rep_set = replicated_set(hot, ds.cardinalities, w)
             count = count_exchange(steps, world_size=w, dim=c.dim, replicated=rep_set,
                                    dense_params=work.dense_params)
-            p = predict_ranks(Candidate("none", work.num_rows, ranks=w, replicated=len(hot)), steps,
-                              work, hws[c.dim], hot, cardinalities=ds.cardinalities, count=count)
+            cand = Candidate("none", work.num_rows, ranks=w, replicated=len(hot))
+            if c.capacity:
+                # The runtime's slots on rank 0 (cache.capacity is per rank), plus the
+                # replicas the model counts inside a rank's fast tier.
+                local = RowSharding(TableLayout.of(ds), world_size=w, rank=0).local_layout()
+                slots = capacity_rows(cfg.cache, local, c.dim, make_row_optimizer(cfg.optim.embedding, lr=0.1,
+                                                                                   dim=c.dim))
+                cand = Candidate("lookahead", slots + len(rep_set), TIER_WINDOW, TIER_DEPTH, "host",
+                                 ranks=w, replicated=len(rep_set))
+            p = predict_ranks(cand, steps, work, hws[c.dim], hot, cardinalities=ds.cardinalities,
+                              count=count)
             ms = measured[i]
             meas = float(np.median([m["samples_per_s"] for m in ms]))
             d0 = ms[0]["dist"]
@@ -188,6 +223,8 @@ def main() -> None:
                     and all(m[k] == q[k] for m, q in zip(d0["per_rank"], p.exchange["per_rank"], strict=True)
                             for k in ("rows_sent", "rows_received", "bytes_sent", "bytes_received",
                                       "allreduce_bytes")))
+            if c.capacity:  # rank 0's movement: the planner's rows fetched, predicted vs counted
+                same = same and ms[0]["cache"]["per_rank"][0]["rows_fetched"] == p.rows_fetched
             rows.append({"config": c.label(), "world_size": w, "predicted_samples_per_s": p.samples_per_s,
                          "measured_samples_per_s": meas,
                          "measured_all": [m["samples_per_s"] for m in ms],
