@@ -77,6 +77,8 @@ def test_count_matches_brute_force(w: int, per_rank: int, n_hot: int, seed: int)
         assert p["allreduce_bytes"] == 3 * 11 * 4 + ref[r]["touched"] * 16
     stale = count_exchange(steps, world_size=w, dim=4, replicated=hot, staleness=1)
     assert stale.forward_after.sum() == 0 and np.array_equal(stale.forward_recv, c.forward_recv)
+    one = count_exchange(steps, world_size=w, dim=4, replicated=hot, fetch_ahead=False)
+    assert one.forward_after.sum() == 0 and np.array_equal(one.forward_recv, c.forward_recv)
     if w == 1:
         assert c.rows_sent().sum() == 0
 
@@ -294,3 +296,16 @@ def test_rank_compute_is_measured_on_the_runtime(tmp_path: Path) -> None:
     assert fit.model["embedding_dim"] == DIM and fit.model["tables"] == 4  # what it measured
     with pytest.raises(ConfigError, match="batches"):
         measure_rank_compute(_cfg(data), data, [BATCH, BATCH])
+
+
+def test_a_hardware_file_with_the_old_routing_fit_is_refused(tmp_path: Path) -> None:
+    import json
+
+    d = _hw().to_dict()
+    del d["route"]["per_scan_s"]  # as written before the vectorized routing
+    path = tmp_path / "hw.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match="route"):
+        Hardware.load(path)
+    _hw().save(tmp_path / "new.json")
+    assert Hardware.load(tmp_path / "new.json").route == _hw().route

@@ -81,12 +81,13 @@ class ExchangeStats:
     exchange_seconds: float = 0.0
     allreduce_bytes: int = 0  # payload handed to all_reduce (not wire bytes)
     allreduce_seconds: float = 0.0
-    # Rows received in the exchange sent while the previous step computed,
-    # and in the one after its update (rows it changed); with the first
-    # step's one-shot fetch they sum to rows received forward.
+    # Forward rows received in a step's first exchange (sent while the previous
+    # step computed; with nothing in flight — the first step, or
+    # dist.fetch_ahead=false — every row) and in its second, after the
+    # previous update (the rows it changed). They sum to rows received forward.
     rows_fetched_ahead: int = 0
     rows_fetched_after_update: int = 0
-    ahead_wait_seconds: float = 0.0  # part of exchange_seconds: the ahead exchange not hidden
+    ahead_wait_seconds: float = 0.0  # part of exchange_seconds: waiting for the first exchange
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -215,7 +216,7 @@ class RowExchange:
     def fetch_ahead(self, routes: StepRoutes, changing: torch.Tensor | None) -> Ahead:
         """Start sending the rows of ``routes`` that the step in flight leaves unchanged.
 
-        changing: (K,) global ids the step in flight looks up (its update
+        changing: global ids the step in flight looks up, any shape (its update
             changes them; duplicates allowed), or None when no step is in
             flight (then every row goes now and :meth:`fetch_rest` sends none).
 

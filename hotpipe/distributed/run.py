@@ -316,7 +316,8 @@ def _train(cfg: RunConfig, path: Path, run: RunDir | None, ctx: DistContext, c: 
             "bytes_received": totals["bytes_received"],
             "bytes_per_sample": totals["bytes_sent"] / trained if trained else 0.0,
             "rows_sent": totals["rows_sent"],
-            # Forward rows sent while the previous step computed / after its update.
+            # Forward rows in each step's first exchange (during the previous step's
+            # compute; every row when nothing was in flight) / after its update.
             "rows_fetched_ahead": totals["rows_fetched_ahead"],
             "rows_fetched_after_update": totals["rows_fetched_after_update"],
             "exchange_seconds": max(p["exchange_seconds"] for p in per_rank),

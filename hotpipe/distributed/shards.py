@@ -191,6 +191,10 @@ class TieredShard:
     """
 
     def __init__(self, *, feed: TieredFeed, sharding: RowSharding, replicated: np.ndarray) -> None:
+        if feed.depth < 1:
+            # The loop takes step s+1 before step s is done; at depth 0 the mover
+            # would wait for step s to finish before making s+1 resident: a deadlock.
+            raise ConfigError("cache.depth", f"expected >= 1 for tiered ranks, found {feed.depth}")
         self.feed, self.sharding = feed, sharding
         self.replicated = np.asarray(replicated, dtype=np.int64)
         self.store = feed.store

@@ -499,12 +499,9 @@ def measure_link(spec: CalibrationSpec, *, world: int = 2) -> Link:
 # ---------------------------------------------------------------------- route
 
 
-def route_work(needs: list[torch.Tensor], rank: int, hot: torch.Tensor | None,
-               num_rows: int) -> int:
+def route_work(rt: Routing, needs: list[torch.Tensor]) -> int:
     """One rank's routing of one step, as the runtime does it (``placement/routing.py``,
     called by ``distributed/exchange.py``'s ``route``). Returns the rows it would serve."""
-    rt = Routing(num_rows, world_size=len(needs), rank=rank, replicated=hot)
-    rt.scratch()  # allocated once per run, not per step
     return len(rt.route(needs).serve)
 
 
@@ -520,13 +517,14 @@ def measure_route(spec: CalibrationSpec, data: Path) -> RouteFit:
         for batch in (b, 2 * b):
             for w in (2, 4, 8, 16):
                 big = max(w, batch - batch % w)
+                rt = Routing(num_rows, world_size=w, rank=0)  # once per run in the runtime too
                 times = []
                 for lo in range(0, min(4 * big, ds.rows - big + 1), big):
                     gids = torch.from_numpy(np.asarray(ds.sparse[lo:lo + big], dtype=np.int64)) + offsets
                     per = big // w  # (B, T) global ids, B/W samples a rank
                     needs = [gids[s * per:(s + 1) * per] for s in range(w)]
                     t0 = time.perf_counter()
-                    route_work(needs, 0, None, num_rows)
+                    route_work(rt, needs)
                     times.append(time.perf_counter() - t0)
                 if times:
                     n = big * ds.num_tables

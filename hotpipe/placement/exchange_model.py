@@ -178,7 +178,7 @@ class ExchangeCount:
 
 def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
                    replicated: np.ndarray | None = None, dense_params: int = 0,
-                   staleness: int = 0) -> ExchangeCount:
+                   staleness: int = 0, fetch_ahead: bool = True) -> ExchangeCount:
     """Count the runtime's exchange over global batches ``steps`` ((B, T) int64 global ids each).
 
     Args:
@@ -190,6 +190,8 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
         dense_params: MLP parameters (for the dense all-reduce payload).
         staleness: the runtime's ``dist.staleness``; 1 sends every row ahead
             (nothing after the update).
+        fetch_ahead: the runtime's ``dist.fetch_ahead``; False fetches every
+            row in one exchange (counted as ahead: nothing after the update).
 
     Raises:
         ConfigError: a batch size that is not a multiple of the world size.
@@ -201,8 +203,8 @@ def count_exchange(steps: Iterable[np.ndarray], *, world_size: int, dim: int,
     recv, sent, after, sent_after, touched, looks, dist_ids, samples = [], [], [], [], [], [], [], []
     prev = np.empty(0, dtype=np.int64)  # the previous step's ids: its update changes them
     for ids in steps:
-        if staleness:
-            prev = prev[:0]  # stale: no row waits for the update
+        if staleness or not fetch_ahead:
+            prev = prev[:0]  # one exchange a step: no row waits in a second one
         ids = np.asarray(ids, dtype=np.int64)
         big_b = ids.shape[0]
         if big_b % w:

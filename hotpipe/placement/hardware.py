@@ -13,7 +13,8 @@ by hand in the same JSON for a machine that cannot be measured here::
       "overlap":  {"compute_rate": .., "mover_rate": ..},
       "link":     {"bytes_per_s": .., "latency_s": .., "allreduce_bytes_per_s": ..,
                    "allreduce_latency_s": .., "measured": true, "how": ".."},
-      "route":    {"per_step_s": .., "per_rank_s": .., "per_lookup_s": .., "measured": true},
+      "route":    {"per_step_s": .., "per_rank_s": .., "per_lookup_s": .., "per_scan_s": ..,
+                   "measured": true},
       "machine":  {...}
     }
 """
@@ -230,7 +231,7 @@ class Hardware:
                 batch_read_per_sample_s=float(d.get("batch_read_per_sample_s", 0.0)),
                 overlap=Overlap(**d.get("overlap", {})),
                 link=Link(**d.get("link", {})),
-                route=RouteFit(**d.get("route", {})),
+                route=_route_fit(d.get("route", {})),
                 rank_compute=ComputeFit(**d["rank_compute"]) if d.get("rank_compute") else None,
                 machine=dict(d.get("machine", {})),
             )
@@ -256,3 +257,13 @@ def _median_tree(nodes: list[Any]) -> Any:
     if isinstance(first, bool) or not isinstance(first, int | float) or all(n == first for n in nodes):
         return first
     return float(np.median(nodes))
+
+
+def _route_fit(d: dict[str, Any]) -> RouteFit:
+    """A stored :class:`RouteFit`; a measured one without ``per_scan_s`` was fitted to the
+    per-peer routing (``per_lookup_s`` then multiplied ``L * log2(L / W)``), which this
+    model would under-predict about W-fold: refuse it rather than mislead."""
+    if d.get("measured") and "per_scan_s" not in d:
+        raise ConfigError("route", "the hardware file's routing fit predates the vectorized "
+                                   "routing (no per_scan_s); run `hotpipe calibrate` again")
+    return RouteFit(**d)

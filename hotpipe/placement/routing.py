@@ -103,10 +103,11 @@ class Routing:
     def member(self, ids: torch.Tensor, of: torch.Tensor) -> torch.Tensor:
         """(N,) bool: which of ``ids`` occur in ``of`` (any shape, duplicates allowed)."""
         flags, flat = self.scratch(), of.reshape(-1)
-        flags[flat] = True
-        out = flags[ids]
-        flags[flat] = False
-        return out
+        try:
+            flags[flat] = True
+            return flags[ids]
+        finally:
+            flags[flat] = False  # all False again, whatever happened
 
     def route(self, needs: list[torch.Tensor]) -> StepRoutes:
         """needs[s]: int64 global ids rank s looks up (any shape); see the module docstring.

@@ -147,7 +147,7 @@ def search(trace: TrainTrace | Sequence[np.ndarray], space: SearchSpace, work: W
                 counts[c.replicated] = count_exchange(
                     trace, world_size=c.ranks, dim=work.dim, dense_params=work.dense_params,
                     replicated=replicated_set(hot[c.replicated], space.cardinalities, c.ranks),
-                    staleness=space.staleness)
+                    staleness=space.staleness, fetch_ahead=space.fetch_ahead)
             try:
                 preds.append(predict_ranks(c, trace, work, hw, hot[c.replicated],
                                            cardinalities=space.cardinalities,
