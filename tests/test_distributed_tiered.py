@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from hotpipe.config import DistConfig, RunConfig, validate
+from hotpipe.data.columnar import ColumnarDataset
 from hotpipe.data.layout import TableLayout
 from hotpipe.distributed.context import DistContext
 from hotpipe.distributed.loop import dist_train_steps
@@ -250,3 +251,15 @@ def test_route_matches_a_plain_reference(world: int, num_hot: int) -> None:
         # this rank's lookups are rebuilt exactly from uniq and inverse
         assert torch.equal(routes.uniq[routes.inverse], needs[rank].reshape(-1))
         assert sum(routes.recv_counts) == routes.num_remote
+
+
+def test_tiered_ranks_refuse_a_prefetch_depth_of_zero(tmp_path: Path) -> None:
+    # The loop takes step s+1 before step s is done; at depth 0 the mover would wait for s.
+    data = make_dataset(tmp_path / "d")
+    cfg = _cfg(data, "sgd")
+    lay = TableLayout.of(ColumnarDataset.open(str(data)))
+    opt = make_row_optimizer("sgd", lr=0.1, dim=8)
+    with pytest.raises(ConfigError, match="cache.depth"):
+        build_owned_rows(cfg.cache.model_copy(update={"depth": 0}),
+                         sharding=RowSharding(lay, world_size=2, rank=0), dim=8, optimizer=opt,
+                         seed=0, replicated=np.empty(0, dtype=np.int64))

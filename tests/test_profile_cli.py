@@ -81,9 +81,13 @@ def test_calibrate_writes_a_usable_hardware_file(tmp_path: Path, capsys: pytest.
     from hotpipe.placement.hardware import Hardware
 
     rc = main(["calibrate", "--out", str(tmp_path / "hw.json"), "--steps", "3", "--repeats", "1",
-               "--tables", "3", "--rows-per-table", "2048", "data.batch_size=64", "train.threads=1"])
+               "--tables", "3", "--rows-per-table", "2048", "--rank-compute", "data.batch_size=64",
+               "train.threads=1"])
     assert rc == 0
     hw = Hardware.load(tmp_path / "hw.json")
+    # --rank-compute: one rank of the runtime timed and kept for `plan --ranks`
+    assert hw.rank_compute is not None and hw.rank_compute.step_s(32) > 0
+    assert hw.rank_compute.model["tables"] == 3
     assert set(hw.tiers) == {"host", "file"} and set(hw.planner) == {"lookahead", "lru", "lfu", "static"}
     assert hw.compute.step_s(64) > 0 and 0 < hw.overlap.compute_rate <= 1
     assert hw.compute.model["tables"] == 3 and hw.compute.model["threads"] == 1

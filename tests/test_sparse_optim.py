@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotpipe import _jit
 from hotpipe.model.embedding import SparseEmbedding
 from hotpipe.model.sparse_optim import make_row_optimizer
 from hotpipe.storage.slots import SlotStore
@@ -172,8 +173,20 @@ def test_warm_loads_the_kernels_only_for_the_compiled_path(monkeypatch):
     assert calls == [1]
 
 
-def test_warm_runs_the_kernels_without_touching_real_rows():
-    from hotpipe.model import coalesce
+@pytest.mark.skipif(not _jit.AVAILABLE, reason="needs numba")
+def test_warm_loads_every_kernel_and_the_planner():
+    # A fresh interpreter: in this one, earlier tests may have loaded the kernels already.
+    import subprocess
+    import sys
 
-    coalesce.warm()  # scratch arrays only; a second call is free
-    coalesce.warm()
+    code = (
+        "from hotpipe.model import coalesce\n"
+        "from hotpipe.plan import kernel\n"
+        "from hotpipe.plan.planner import Planner\n"
+        "fns = (coalesce.coalesce, coalesce.sgd_update, coalesce.rowwise_adagrad_update, kernel.plan_step)\n"
+        "assert not any(f.signatures for f in fns)\n"
+        "coalesce.warm()\n"
+        "Planner(num_rows=10, capacity=5, window=2, depth=1).warm()\n"
+        "assert all(f.signatures for f in fns), [f.signatures for f in fns]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -8,12 +8,12 @@ One step, rank r of W (``U_r`` distinct ids among r's lookups, grouped by
 owner; ``S_r`` = rows r serves to all requesters, in requester order)::
 
     route(needs)        needs[s]: (..,) global ids rank s looks up   (local, no traffic)
-    fetch(routes)       all_to_all: owner -> requester   send (S_r, D)  recv (U_r, D)
-                        -> (.., D) rows of r's lookups
-      or, while the previous step computes (the loop's pipeline):
-    fetch_ahead(routes, changing)   the rows the step in flight does not look up:
-                                    their values are final, send them now
-    fetch_rest(ahead)               after that step's update: the rows it changed
+    fetch_ahead(routes, changing)   all_to_all owner -> requester of the rows the step
+                                    in flight does not look up (their values are final),
+                                    sent while it computes
+    fetch_rest(ahead)               after that step's update, the rows it changed
+                        together: send (S_r, D), recv (U_r, D) -> (.., D) rows of r's lookups
+                        (no step in flight, changing=None: every row in the first)
     push(routes, grad)  coalesce r's (.., D) lookup grads to (U_r, D), all_to_all back
                         owner receives (S_r, D), one block per requester in rank order
     apply(...)          owner sums each row's blocks in rank order, row optimizer
@@ -147,7 +147,7 @@ class RowExchange:
     Example:
         >>> for step in ex.steps(loader, 0, n):                 # doctest: +SKIP
         ...     routes = ex.route([gids[:b], gids[b:]], step.slots_of)
-        >>> emb = ex.fetch(routes).wait().requires_grad_()     # (b, T, D)
+        >>> emb = ex.fetch_rest(ex.fetch_ahead(routes, None)).wait().requires_grad_()  # (b, T, D)
         >>> ... loss.backward(); ex.apply(routes, ex.push(routes, emb.grad).wait())
     """
 
@@ -198,14 +198,12 @@ class RowExchange:
     def _remote(self, counts: list[int]) -> int:
         return sum(counts) - counts[self.ctx.rank]
 
-    def fetch(self, routes: StepRoutes, send: torch.Tensor | None = None) -> Handle:
-        """Start sending this rank's rows to their requesters; ``wait()`` -> (*shape, D).
-
-        send: (S, D) the rows to send, aligned with ``routes.serve`` (default:
-        read from the store by slot).
+    def fetch(self, routes: StepRoutes, send: torch.Tensor) -> Handle:
+        """Send ``send`` (S, D), the rows aligned with ``routes.serve``, to their
+        requesters in one exchange; ``wait()`` -> (*shape, D). For rows read from
+        elsewhere than the store (evaluation reads a flushed shard); training
+        reads by slot through :meth:`fetch_ahead` / :meth:`fetch_rest`.
         """
-        if send is None:
-            send = self.store.weights.index_select(0, routes.serve)  # (S, D)
         work, recv = self._all_to_all(send, routes.send_counts, routes.recv_counts,
                                       "row exchange (forward)")
         self._count(self._remote(routes.send_counts), self._remote(routes.recv_counts))

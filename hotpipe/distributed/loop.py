@@ -117,7 +117,6 @@ class _Next:
         self.gids = torch.empty(0, dtype=torch.int64)
         self.ahead: Ahead | None = None
         # overlap=False: the loop takes each step itself, after the previous update.
-        self.taken = not overlap
         self.overlap, self.stale = overlap, stale
 
     def take(self, changing: torch.Tensor | None) -> None:
@@ -126,7 +125,6 @@ class _Next:
         changing: (B, T) global ids of the step in flight, None when none is.
             Ignored when stale: every row goes now, none after the update.
         """
-        self.taken = True
         self.step = next(self.steps, None)
         if self.step is None:
             return
@@ -148,14 +146,14 @@ def _one_step(ctx: DistContext, model: RecModel, rows: RowExchange,
     k, batch = step.step, step.batch
     ctx.phase = f"step {k}"
     emb = rows.fetch_rest(ahead).wait().requires_grad_(True)  # (b, T, D)
-    nxt.taken = not nxt.overlap
-    if not nxt.taken and rows.next_ready():  # resident already: its rows travel during this compute
+    early = nxt.overlap and rows.next_ready()
+    if early:  # resident already: its rows travel during this compute
         nxt.take(gids)
     logits = model(batch.dense[lo:hi], emb)  # (b,)
     loss = loss_fn(logits, batch.labels[lo:hi]) / big_b
     dense_opt.zero_grad(set_to_none=True)
     loss.backward()
-    if not nxt.taken:  # before the push: one collective order on every rank
+    if nxt.overlap and not early:  # before the push: one collective order on every rank
         nxt.take(gids)
     pushed = rows.push(ahead.routes, emb.grad)  # type: ignore[arg-type]
     summed = _allreduce_grads(ctx, rows, params, loss.detach())

@@ -109,7 +109,7 @@ def warm() -> None:
     """Load the three kernels now, on scratch arrays.
 
     A compiled function's first call in a process reads numba's on-disk cache
-    (measured 0.6 s here; ~10 s when it must compile), which would otherwise
+    (0.4-0.7 s measured here, BENCHMARKS.md; ~10 s when it must compile), which would otherwise
     land in the first training step's time (a quarter of a 60-step run's).
     """
     if not AVAILABLE:
